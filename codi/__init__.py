@@ -1,0 +1,1 @@
+"""CoDi Studio engine."""

@@ -1,0 +1,5 @@
+import sys
+
+from codi.parity import main
+
+sys.exit(main())
