@@ -125,7 +125,9 @@ def convert_official_state_dict(
                     tensor.is_meta or torch.equal(out[ours].to(tensor.dtype), tensor)
                 )
                 if not same:
-                    raise CheckpointKeyError(f"official keys {source[ours]!r} and {key!r} both map to {ours!r}")
+                    raise CheckpointKeyError(
+                        f"official keys {source[ours]!r} and {key!r} both map to {ours!r}"
+                    )
                 continue
             out[ours] = tensor
             source[ours] = key

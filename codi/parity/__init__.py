@@ -35,6 +35,9 @@ def read_fixture(json_path: str | Path, weights_path: str | Path) -> tuple[dict,
     from safetensors import safe_open
 
     spec = json.loads(Path(json_path).read_text())
+    spec["_dir"] = str(
+        Path(json_path).resolve().parent
+    )  # sibling fixtures (ddim_sampler reuses unet_joint's UNet)
     tensors: dict[str, Tensor] = {}
     with safe_open(str(weights_path), framework="pt") as f:
         for key in f.keys():  # noqa: SIM118 - safe_open has no __iter__

@@ -1,0 +1,179 @@
+"""Samplers as plain functions over a joint denoiser: `denoiser(latents, t) -> eps` for every modality.
+
+A joint state is a `dict[Modality, Tensor]` of latents updated together, one denoiser call per step.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from enum import Enum
+
+import torch
+from torch import Tensor
+
+from codi.modality import Modality
+
+Latents = dict[Modality, Tensor]
+Denoiser = Callable[[Latents, Tensor], Latents]  # (x_t per modality, t [B] long) -> eps per modality
+StepCallback = Callable[[int, int, int], None]  # (step index from 0, total steps, timestep)
+
+
+class Sampler(str, Enum):
+    """Which solver integrates the reverse diffusion."""
+
+    DDIM = "ddim"  # DDIM, eta 0, on CoDi's timestep grid (the official sampler)
+    DPM = "dpm"  # DPM-Solver++(2M) from diffusers: good images in fewer steps
+
+
+@dataclass(frozen=True)
+class NoiseSchedule:
+    """The DDPM training schedule shared by all modalities (CoDi: SD 'scaled linear', 1000 steps)."""
+
+    num_train_timesteps: int = 1000
+    beta_start: float = 0.00085
+    beta_end: float = 0.012
+
+    def betas(self) -> Tensor:
+        """[N] float64: (linspace(sqrt(start), sqrt(end), N))^2."""
+        n = self.num_train_timesteps
+        return torch.linspace(self.beta_start**0.5, self.beta_end**0.5, n, dtype=torch.float64) ** 2
+
+    def alphas_cumprod(self) -> Tensor:
+        """[N] float32, as the official buffers store it (cumprod taken in float64)."""
+        return torch.cumprod(1.0 - self.betas(), dim=0).to(torch.float32)
+
+
+def official_timesteps(steps: int, num_train_timesteps: int = 1000) -> list[int]:
+    """The official DDIM grid in visiting order: range(0, N, N // steps) + 1, reversed.
+
+    When `steps` does not divide N this visits MORE than `steps` timesteps (30 -> 31), as the released code does.
+    """
+    if not 1 <= steps <= num_train_timesteps:
+        raise ValueError(f"steps must be in [1, {num_train_timesteps}], got {steps}")
+    c = num_train_timesteps // steps
+    return [t + 1 for t in range(0, num_train_timesteps, c)][::-1]
+
+
+def exact_timesteps(steps: int, num_train_timesteps: int = 1000) -> list[int]:
+    """Exactly `steps` timesteps with 'leading' spacing: floor(k * N / steps) + 1, reversed.
+
+    Equals `official_timesteps` whenever `steps` divides N (e.g. 50 -> 981, 961, ..., 1).
+    """
+    if not 1 <= steps <= num_train_timesteps:
+        raise ValueError(f"steps must be in [1, {num_train_timesteps}], got {steps}")
+    return [(k * num_train_timesteps) // steps + 1 for k in range(steps)][::-1]
+
+
+def _batch_t(t: int, like: Tensor) -> Tensor:
+    return torch.full((like.shape[0],), t, device=like.device, dtype=torch.long)
+
+
+@torch.no_grad()
+def sample_ddim(
+    denoiser: Denoiser,
+    x_T: Mapping[Modality, Tensor],
+    alphas_cumprod: Tensor,
+    timesteps: list[int],
+    callback: StepCallback | None = None,
+) -> Latents:
+    """DDIM with eta 0 (Song et al. 2021, eq. 12), all modalities stepped together.
+
+    Args:
+        denoiser: eps predictor for the whole joint state (guidance already applied).
+        x_T: initial noise per modality, used as given.
+        alphas_cumprod: [N] float32 training schedule.
+        timesteps: visiting order (descending). The last step targets alphas_cumprod[0], as CoDi does.
+        callback: called after every step.
+    Returns:
+        the final latents per modality.
+    """
+    x = dict(x_T)
+    ac = alphas_cumprod.to(torch.float32).cpu()
+    for i, t in enumerate(timesteps):
+        a_t = ac[t]
+        a_prev = ac[timesteps[i + 1]] if i + 1 < len(timesteps) else ac[0]
+        sqrt_one_minus_a_t = torch.sqrt(1.0 - a_t)
+        first = next(iter(x.values()))
+        eps = denoiser(x, _batch_t(t, first))
+        for m, x_m in x.items():
+            coef = [c.to(device=x_m.device, dtype=x_m.dtype) for c in (a_t, a_prev, sqrt_one_minus_a_t)]
+            a_t_m, a_prev_m, s1m_m = coef
+            pred_x0 = (x_m - s1m_m * eps[m]) / a_t_m.sqrt()  # [B,...]
+            x[m] = a_prev_m.sqrt() * pred_x0 + (1.0 - a_prev_m).sqrt() * eps[m]
+        if callback is not None:
+            callback(i, len(timesteps), t)
+    return x
+
+
+def dpm_solver_scheduler(schedule: NoiseSchedule, steps: int):
+    """A diffusers DPM-Solver++(2M) scheduler for CoDi's schedule (eps prediction, no thresholding)."""
+    from diffusers import DPMSolverMultistepScheduler
+
+    sched = DPMSolverMultistepScheduler(
+        num_train_timesteps=schedule.num_train_timesteps,
+        beta_start=schedule.beta_start,
+        beta_end=schedule.beta_end,
+        beta_schedule="scaled_linear",
+        algorithm_type="dpmsolver++",
+        solver_order=2,
+        prediction_type="epsilon",
+        timestep_spacing="leading",
+        steps_offset=1,
+        lower_order_final=True,
+    )
+    sched.set_timesteps(steps)
+    return sched
+
+
+@torch.no_grad()
+def sample_dpm(
+    denoiser: Denoiser,
+    x_T: Mapping[Modality, Tensor],
+    schedule: NoiseSchedule,
+    steps: int,
+    callback: StepCallback | None = None,
+) -> Latents:
+    """DPM-Solver++(2M) (Lu et al. 2022) through diffusers, one scheduler state per modality."""
+    base = dpm_solver_scheduler(schedule, steps)
+    scheds = {m: copy.deepcopy(base) for m in x_T}
+    x = {m: v * base.init_noise_sigma for m, v in x_T.items()}
+    timesteps = [int(t) for t in base.timesteps]
+    for i, t in enumerate(timesteps):
+        first = next(iter(x.values()))
+        eps = denoiser(x, _batch_t(t, first))
+        x = {m: scheds[m].step(eps[m], t, x_m).prev_sample for m, x_m in x.items()}
+        if callback is not None:
+            callback(i, len(timesteps), t)
+    return x
+
+
+def guided(
+    predict: Callable[[Latents, Tensor, Tensor], Latents],
+    context: Tensor,
+    uncond_context: Tensor | None,
+    guidance_scale: float,
+) -> Denoiser:
+    """Classifier-free guidance: e = e_u + s (e_c - e_u), one batched call with rows [uncond; cond].
+
+    Args:
+        predict: (latents, t, context) -> eps; context [B,1,D].
+        context, uncond_context: [B,1,D] each; with guidance_scale == 1 (or no uncond) the uncond half is skipped.
+    """
+    if uncond_context is None or math.isclose(guidance_scale, 1.0):
+        return lambda x, t: predict(x, t, context)
+
+    both = torch.cat([uncond_context, context])  # [2B,1,D], uncond first as in CoDi
+
+    def denoise(x: Latents, t: Tensor) -> Latents:
+        doubled = {m: torch.cat([v, v]) for m, v in x.items()}
+        eps = predict(doubled, torch.cat([t, t]), both)
+        out = {}
+        for m, e in eps.items():
+            e_u, e_c = e.chunk(2)
+            out[m] = e_u + guidance_scale * (e_c - e_u)
+        return out
+
+    return denoise
