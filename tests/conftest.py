@@ -17,6 +17,7 @@ SHARED = Path(os.environ.get("CODI_SHARED", REPO.parent / "shared"))
 PARITY_DIR = SHARED / "official-parity"
 
 torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+torch.set_flush_denormal(True)  # subnormals from random weights slow CPU math ~100x
 
 
 def parity_dir() -> Path:

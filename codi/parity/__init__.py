@@ -35,9 +35,7 @@ def read_fixture(json_path: str | Path, weights_path: str | Path) -> tuple[dict,
     from safetensors import safe_open
 
     spec = json.loads(Path(json_path).read_text())
-    spec["_dir"] = str(
-        Path(json_path).resolve().parent
-    )  # sibling fixtures (ddim_sampler reuses unet_joint's UNet)
+    spec["_dir"] = str(Path(json_path).resolve().parent)  # sibling fixtures (ddim_sampler reuses unet_joint's UNet)
     tensors: dict[str, Tensor] = {}
     with safe_open(str(weights_path), framework="pt") as f:
         for key in f.keys():  # noqa: SIM118 - safe_open has no __iter__
@@ -74,6 +72,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("weights", help="fixture .safetensors (official-named weights and input.* tensors)")
     parser.add_argument("out", help="output .safetensors")
     args = parser.parse_args(argv)
+    torch.set_flush_denormal(True)  # random fixture weights yield subnormals that slow CPU math ~100x
     spec, tensors = read_fixture(args.fixture, args.weights)
     outputs = run_fixture(spec, tensors)
     save_file(outputs, args.out)

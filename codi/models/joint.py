@@ -1,0 +1,111 @@
+"""Composable conditioning and joint (multi-output) denoising with CoDi's three UNets.
+
+`mix_conditions` composes several condition tokens into one context (official weighted sum).
+`JointDenoiser` predicts the noise of every requested output modality; with several outputs each
+UNet's connecter-in transformers attend to an environment vector, either the output's OWN
+(`CouplingMode.OFFICIAL`, what the released code does) or the mean of the OTHER outputs'
+(`CouplingMode.PAPER`, the paper's latent alignment).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from enum import Enum
+
+import torch
+from torch import Tensor, nn
+
+from codi.modality import Modality
+
+UNET_NAMES: tuple[str, ...] = ("image", "audio", "text")
+UNET_FOR_MODALITY: dict[Modality, str] = {
+    Modality.IMAGE: "image",
+    Modality.VIDEO: "image",  # video shares the image UNet (its STA blocks are active on 5-D input)
+    Modality.AUDIO: "audio",
+    Modality.TEXT: "text",
+}
+
+
+def mix_conditions(conditions: Sequence[Tensor], weights: Sequence[float]) -> Tensor:
+    """Official condition mixing: `0.0 + sum_k cond_k * (w_k / sum(w))`, in order, not re-normalised.
+
+    Args:
+        conditions: K tensors [B, 1, D] (the same modality may appear more than once).
+        weights: K non-negative weights with a positive sum (normalised in float64).
+    Returns:
+        [B, 1, D] mixed context.
+    """
+    if len(conditions) != len(weights) or not conditions:
+        raise ValueError(f"need one weight per condition, got {len(conditions)} conditions, {len(weights)} weights")
+    total = float(sum(float(w) for w in weights))
+    if total <= 0:
+        raise ValueError(f"condition weights must have a positive sum, got {list(weights)}")
+    context: Tensor | float = 0.0
+    for cond, weight in zip(conditions, weights):
+        context = context + cond * (float(weight) / total)  # [B, 1, D]
+    assert isinstance(context, Tensor)
+    return context
+
+
+class CouplingMode(str, Enum):
+    """Which environment vector the connecter-in transformers of a joint call attend to."""
+
+    OFFICIAL = "official"  # each output its own environment (released code)
+    PAPER = "paper"  # each output the mean of the other outputs' environments (paper)
+
+
+class JointDenoiser(nn.Module):
+    """The image/video, audio and text UNets behind one eps-prediction call over a dict of latents."""
+
+    def __init__(self, unets: Mapping[str, nn.Module]) -> None:
+        super().__init__()
+        unknown = sorted(set(unets) - set(UNET_NAMES))
+        if unknown or not unets:
+            raise ValueError(f"unets must be keyed by some of {UNET_NAMES}, got {sorted(unets)}")
+        for name in UNET_NAMES:
+            if name in unets:
+                self.add_module(f"unet_{name}", unets[name])
+        channels = {name: unet.config.connector_output_channel for name, unet in unets.items()}
+        if len(set(channels.values())) > 1:
+            raise ValueError(f"all UNets must share connector_output_channel to couple outputs, got {channels}")
+
+    def unet_for(self, modality: Modality | str) -> nn.Module:
+        """The UNet that denoises `modality` (IMAGE and VIDEO share `unet_image`)."""
+        name = UNET_FOR_MODALITY[Modality.parse(modality)]
+        unet = getattr(self, f"unet_{name}", None)
+        if unet is None:
+            raise KeyError(f"this model has no unet_{name}, needed for {Modality.parse(modality).value} output")
+        return unet
+
+    def forward(
+        self,
+        latents: Mapping[Modality, Tensor],
+        timesteps: Tensor,
+        context: Tensor,
+        mode: CouplingMode = CouplingMode.OFFICIAL,
+    ) -> dict[Modality, Tensor]:
+        """Predicts eps for every output latent.
+
+        Args:
+            latents: output modality -> noisy latent (image [B,4,h,w], video [B,4,F,h,w], audio [B,8,T,Fq],
+                text [B,768]); the insertion order is kept.
+            timesteps: [B] diffusion steps (shared by all outputs).
+            context: [B, 1, D] mixed condition context (see `mix_conditions`).
+            mode: environment coupling of joint calls (ignored with one output).
+        Returns:
+            modality -> eps prediction shaped like its latent.
+        """
+        mode = CouplingMode(mode)
+        items = [(Modality.parse(m), x) for m, x in latents.items()]
+        if len(items) == 1:
+            ((modality, x),) = items
+            return {modality: self.unet_for(modality)(x, timesteps, context)}
+        envs = [self.unet_for(m).environment(x, timesteps) for m, x in items]  # each [B, 1, C_env]
+        out: dict[Modality, Tensor] = {}
+        for i, (modality, x) in enumerate(items):
+            if mode is CouplingMode.OFFICIAL:
+                env = envs[i]  # [B, 1, C_env]
+            else:
+                env = torch.stack([e for j, e in enumerate(envs) if j != i]).mean(0)  # [B, 1, C_env]
+            out[modality] = self.unet_for(modality)(x, timesteps, context, env_context=env)
+        return out

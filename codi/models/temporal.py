@@ -1,0 +1,208 @@
+"""The video UNet's SpatioTemporalAttention (STA): attention over frames, a token-shift feed-forward and a frame shift.
+
+Video features travel with the frames folded into the batch, `[(B F), C, H, W]` (b-major), and every
+STA gets the frame count; with no frame count (an image) the STA is the identity. The official fp32
+islands are kept: the GEGLU, token shift and channel LayerNorm of the feed-forward run in float32, and
+both custom LayerNorms use eps 1e-5 for float32 inputs and 1e-3 otherwise (clamping the variance).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from codi.models.unet_blocks import GroupNorm32, ResBlock
+
+FRAME_RATE = 4  # the official forward's default; selects frame_rate_embeds[:, 3]
+SHIFT_CHUNKS = 8  # channel chunks of the frame-shift block, chunk i moves i frames
+
+
+def _eps_for(x: Tensor) -> float:
+    return 1e-5 if x.dtype == torch.float32 else 1e-3
+
+
+class TimeAxisLayerNorm(nn.Module):
+    """Normalises `[N, T, C]` over the TIME axis (dim 1, the official quirk), then scales channels by `g`."""
+
+    def __init__(self, dim: int) -> None:
+        super().__init__()
+        self.g = nn.Parameter(torch.ones(dim))
+
+    def forward(self, x: Tensor) -> Tensor:
+        var, mean = torch.var_mean(x, dim=1, unbiased=False, keepdim=True)  # [N, 1, C]
+        return (x - mean) * var.clamp(min=_eps_for(x)).rsqrt() * self.g
+
+
+class ChanLayerNorm(nn.Module):
+    """Normalises `[N, C, H, W]` over channels, scales by `g` and casts to `g`'s dtype."""
+
+    def __init__(self, dim: int) -> None:
+        super().__init__()
+        self.g = nn.Parameter(torch.ones(dim, 1, 1, 1))  # official 3-D-conv shape
+
+    def forward(self, x: Tensor) -> Tensor:
+        var, mean = torch.var_mean(x, dim=1, unbiased=False, keepdim=True)  # [N, 1, H, W]
+        y = (x - mean) * var.clamp(min=_eps_for(x)).rsqrt() * self.g[:, 0]  # [N, C, H, W]
+        return y.to(self.g.dtype)
+
+
+class ContinuousPositionBias(nn.Module):
+    """Per-head attention bias from signed log distances between frames (MLP 1 -> dim -> dim -> heads)."""
+
+    def __init__(self, dim: int, heads: int) -> None:
+        super().__init__()
+        self.net = nn.ModuleList(
+            [
+                nn.Sequential(nn.Linear(1, dim), nn.SiLU()),
+                nn.Sequential(nn.Linear(dim, dim), nn.SiLU()),
+                nn.Linear(dim, heads),
+            ]
+        )
+
+    def forward(self, num_frames: int) -> Tensor:
+        """Returns [heads, T, T]: bias[h, i, j] = MLP(sign(i - j) log(|i - j| + 1))[h]."""
+        weight = self.net[2].weight
+        pos = torch.arange(num_frames, device=weight.device)
+        rel = (pos[:, None] - pos[None, :])[..., None]  # [T, T, 1] int
+        rel = (torch.sign(rel) * torch.log(rel.abs() + 1)).to(weight.dtype)  # [T, T, 1]
+        for layer in self.net:
+            rel = layer(rel)  # [T, T, dim] ... [T, T, heads]
+        return rel.permute(2, 0, 1)
+
+
+class TemporalAttention(nn.Module):
+    """Multi-head self-attention along the frame axis with learned frame and frame-rate embeddings."""
+
+    def __init__(self, dim: int, dim_head: int, heads: int) -> None:
+        super().__init__()
+        inner = dim_head * heads
+        self.heads = heads
+        self.norm = TimeAxisLayerNorm(dim)
+        self.to_q = nn.Linear(dim, inner, bias=False)
+        self.to_kv = nn.Linear(dim, inner * 2, bias=False)
+        self.to_out = nn.Linear(inner, dim, bias=False)
+        self.pos_embeds = nn.Parameter(torch.zeros(1, 30, dim))
+        self.frame_rate_embeds = nn.Parameter(torch.zeros(1, 30, dim))
+
+    def forward(self, x: Tensor, bias: Tensor) -> Tensor:
+        """Args: x [N, T, C] (N = B H W), bias [heads, T, T]. Returns the update [N, T, C] (no residual)."""
+        t = x.shape[1]
+        x = x + self.pos_embeds[:, :t]  # [N, T, C]
+        x = x + self.frame_rate_embeds[:, FRAME_RATE - 1 : FRAME_RATE]  # constant over T
+        x = self.norm(x)  # [N, T, C]
+        q = self.to_q(x)  # [N, T, h d]
+        k, v = self.to_kv(x).chunk(2, dim=-1)  # [N, T, h d] each
+        q, k, v = (u.unflatten(-1, (self.heads, -1)).transpose(1, 2) for u in (q, k, v))  # [N, h, T, d]
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias.to(q.dtype))  # [N, h, T, d]
+        return self.to_out(out.transpose(1, 2).flatten(2))  # [N, T, C]
+
+
+class GEGLU32(nn.Module):
+    """Channel-split GEGLU computed in float32: first half * gelu(second half)."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        value, gate = x.float().chunk(2, dim=1)  # [N, inner, H, W] each
+        return value * F.gelu(gate)
+
+
+def token_shift(x: Tensor, num_frames: int) -> Tensor:
+    """Moves the second `chunk(2)` half of the channels one frame forward (zeros at frame 0).
+
+    Args:
+        x: [(B F), C, H, W] per-frame features.
+        num_frames: F.
+    Returns:
+        [(B F), C, H, W].
+    """
+    n, c, h, w = x.shape
+    video = x.view(n // num_frames, num_frames, c, h, w)  # [B, F, C, H, W]
+    keep = (c + 1) // 2  # torch.chunk(2) puts the larger half first
+    moved = video[:, :, keep:]  # [B, F, C - keep, H, W]
+    moved = torch.cat([torch.zeros_like(moved[:, :1]), moved[:, :-1]], dim=1)  # [B, F, C - keep, H, W]
+    return torch.cat([video[:, :, :keep], moved], dim=2).view(n, c, h, w)
+
+
+def frame_shift(x: Tensor, num_frames: int, chunks: int = SHIFT_CHUNKS) -> Tensor:
+    """Splits channels into `chunks` (torch.chunk) and moves chunk i forward by i frames with zero fill.
+
+    Args:
+        x: [(B F), C, H, W] per-frame features.
+        num_frames: F; chunks with i >= F become all zeros.
+        chunks: number of channel chunks.
+    Returns:
+        [(B F), C, H, W].
+    """
+    n, c, h, w = x.shape
+    video = x.view(n // num_frames, num_frames, c, h, w)  # [B, F, C, H, W]
+    parts = []
+    for i, part in enumerate(video.chunk(chunks, dim=2)):  # [B, F, c_i, H, W]
+        s = min(i, num_frames)
+        parts.append(torch.cat([torch.zeros_like(part[:, :s]), part[:, : num_frames - s]], dim=1))
+    return torch.cat(parts, dim=2).view(n, c, h, w)
+
+
+class TemporalFeedForward(nn.Module):
+    """Pointwise GEGLU feed-forward with a one-frame token shift (`proj_in.0`, `proj_out.{0,1}`)."""
+
+    def __init__(self, dim: int, mult: int = 4) -> None:
+        super().__init__()
+        inner = int(dim * mult * 2 / 3)
+        self.proj_in = nn.Sequential(nn.Conv3d(dim, inner * 2, 1, bias=False), GEGLU32())
+        self.proj_out = nn.Sequential(ChanLayerNorm(inner), nn.Conv3d(inner, dim, 1, bias=False))
+
+    def forward(self, x: Tensor, num_frames: int) -> Tensor:
+        """Args: x [(B F), C, H, W]. Returns the update [(B F), C, H, W] (no residual)."""
+        conv_in, geglu = self.proj_in
+        norm, conv_out = self.proj_out
+        h = F.conv2d(x, conv_in.weight[..., 0])  # [(B F), 2 inner, H, W]; 1x1x1 conv per frame
+        h = token_shift(geglu(h), num_frames)  # [(B F), inner, H, W] float32
+        h = norm(h)  # [(B F), inner, H, W] in the parameter dtype
+        return F.conv2d(h.to(conv_out.weight.dtype), conv_out.weight[..., 0])  # [(B F), C, H, W]
+
+
+class FrameShiftBlock(nn.Module):
+    """GroupNorm, SiLU, 3x3 conv per frame, then the progressive frame shift; added to the input."""
+
+    def __init__(self, dim: int) -> None:
+        super().__init__()
+        self.out_layers = nn.Sequential(GroupNorm32(dim), nn.SiLU(), nn.Conv2d(dim, dim, 3, padding=1))
+
+    def forward(self, x: Tensor, num_frames: int) -> Tensor:
+        """Args: x [(B F), C, H, W]. Returns [(B F), C, H, W]."""
+        return x + frame_shift(self.out_layers(x), num_frames)
+
+
+class SpatioTemporalAttention(nn.Module):
+    """Make-A-Video style temporal block of the video UNet; the identity for images."""
+
+    def __init__(self, dim: int, dim_head: int, heads: int = 8) -> None:
+        super().__init__()
+        self.frameshiftblock = FrameShiftBlock(dim)
+        self.temporal_attn = TemporalAttention(dim, dim_head, heads)
+        self.temporal_rel_pos_bias = ContinuousPositionBias(dim // 2, heads)
+        self.ff = TemporalFeedForward(dim)
+
+    def forward(self, x: Tensor, num_frames: int | None) -> Tensor:
+        """Args: x [(B F), C, H, W]; num_frames F, or None for images. Returns [(B F), C, H, W]."""
+        if num_frames is None:
+            return x
+        n, c, h, w = x.shape
+        b = n // num_frames
+        seq = x.view(b, num_frames, c, h, w).permute(0, 3, 4, 1, 2).reshape(b * h * w, num_frames, c)
+        seq = seq + self.temporal_attn(seq, self.temporal_rel_pos_bias(num_frames))  # [(B H W), F, C]
+        x = seq.view(b, h, w, num_frames, c).permute(0, 3, 4, 1, 2).reshape(n, c, h, w)  # [(B F), C, H, W]
+        x = x + self.ff(x, num_frames)  # [(B F), C, H, W]
+        return self.frameshiftblock(x, num_frames)
+
+
+class ResBlockWithTemporal(nn.ModuleList):
+    """The video UNet's `[ResBlock, STA]` pair (official keys `<blk>.0.0.*` and `<blk>.0.1.*`)."""
+
+    def __init__(self, res: ResBlock, sta: SpatioTemporalAttention) -> None:
+        super().__init__([res, sta])
+
+    def forward(self, x: Tensor, emb: Tensor, num_frames: int | None) -> Tensor:
+        """Args: x [(B F), C, H, W], emb [(B F), E]. Returns [(B F), C_out, H, W]."""
+        res, sta = self[0], self[1]
+        return sta(res(x, emb), num_frames)

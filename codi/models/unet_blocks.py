@@ -1,0 +1,210 @@
+"""Building blocks of CoDi's diffusion UNets: timestep embedding, residual blocks, resamplers, attention.
+
+Module and parameter names follow the official checkpoint (`in_layers.0`, `emb_layers.1`, `to_q`,
+`ff.net.0.proj`, ...) so that weights load key by key without renaming. Video tensors reach these
+blocks with their frames folded into the batch, `[(B F), C, H, W]`: every block here is per frame.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+GROUPS = 32  # GroupNorm groups everywhere in the UNets
+
+
+def timestep_embedding(timesteps: Tensor, dim: int, max_period: float = 10000.0) -> Tensor:
+    """Sinusoidal timestep features, cosines first (the official order).
+
+    Args:
+        timesteps: [B] integer or float diffusion steps.
+        dim: feature size (the UNet's `model_channels`).
+        max_period: the longest wavelength.
+    Returns:
+        [B, dim] float32 features `[cos(t f_k), sin(t f_k)]` with f_k = max_period^(-k / (dim // 2)).
+    """
+    half = dim // 2
+    freqs = torch.exp(
+        -math.log(max_period) * torch.arange(half, dtype=torch.float32, device=timesteps.device) / half
+    )  # [half]
+    args = timesteps[:, None].float() * freqs[None]  # [B, half]
+    emb = torch.cat([torch.cos(args), torch.sin(args)], dim=-1)  # [B, 2 half]
+    if dim % 2:
+        emb = F.pad(emb, (0, 1))  # [B, dim]
+    return emb
+
+
+class GroupNorm32(nn.GroupNorm):
+    """GroupNorm computed in float32 and cast back (eps 1e-5), the UNets' `normalization()`."""
+
+    def __init__(self, channels: int, eps: float = 1e-5) -> None:
+        super().__init__(GROUPS, channels, eps=eps)
+
+    def forward(self, x: Tensor) -> Tensor:
+        weight, bias = self.weight.float(), self.bias.float()
+        return F.group_norm(x.float(), self.num_groups, weight, bias, self.eps).to(x.dtype)
+
+
+class ResBlock(nn.Module):
+    """Residual block with an additive timestep embedding (`kernel_size` 1 gives the text FCBlock)."""
+
+    def __init__(self, channels: int, emb_channels: int, out_channels: int, kernel_size: int = 3) -> None:
+        super().__init__()
+        pad = kernel_size // 2
+        self.in_layers = nn.Sequential(
+            GroupNorm32(channels), nn.SiLU(), nn.Conv2d(channels, out_channels, kernel_size, padding=pad)
+        )
+        self.emb_layers = nn.Sequential(nn.SiLU(), nn.Linear(emb_channels, out_channels))
+        self.out_layers = nn.Sequential(
+            GroupNorm32(out_channels),
+            nn.SiLU(),
+            nn.Identity(),  # dropout 0 in the official model; keeps the index of `out_layers.3`
+            nn.Conv2d(out_channels, out_channels, kernel_size, padding=pad),
+        )
+        same = out_channels == channels
+        self.skip_connection = nn.Identity() if same else nn.Conv2d(channels, out_channels, 1)
+
+    def forward(self, x: Tensor, emb: Tensor) -> Tensor:
+        """Args: x [N, C, H, W], emb [N, E]. Returns [N, C_out, H, W]."""
+        h = self.in_layers(x)  # [N, C_out, H, W]
+        h = h + self.emb_layers(emb).to(h.dtype)[:, :, None, None]  # [N, C_out, H, W]
+        h = self.out_layers(h)  # [N, C_out, H, W]
+        return self.skip_connection(x) + h
+
+
+class FCBlockMultiDim(ResBlock):
+    """Text-UNet residual block on `[C, S, 1]` maps, flattened C-major to `C*S` channels of 1x1 convs."""
+
+    def __init__(self, in_dims: Sequence[int], emb_channels: int, out_dims: Sequence[int]) -> None:
+        super().__init__(math.prod(in_dims), emb_channels, math.prod(out_dims), kernel_size=1)
+        self.in_dims, self.out_dims = tuple(in_dims), tuple(out_dims)
+
+    def forward(self, x: Tensor, emb: Tensor) -> Tensor:
+        """Args: x [N, *in_dims], emb [N, E]. Returns [N, *out_dims]."""
+        n = x.shape[0]
+        y = super().forward(x.reshape(n, -1, 1, 1), emb)  # [N, prod(out_dims), 1, 1]
+        return y.view(n, *self.out_dims)
+
+
+class LinearMultiDim(nn.Linear):
+    """A Linear layer on the flattened trailing dims `in_dims`, reshaped to `out_dims` (`Linear_MultiDim`)."""
+
+    def __init__(self, in_dims: Sequence[int], out_dims: Sequence[int]) -> None:
+        super().__init__(math.prod(in_dims), math.prod(out_dims))
+        self.in_dims, self.out_dims = tuple(in_dims), tuple(out_dims)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """Args: x [N, *in_dims]. Returns [N, *out_dims]."""
+        lead = x.shape[: x.ndim - len(self.in_dims)]
+        y = super().forward(x.reshape(*lead, self.in_features))  # [*lead, prod(out_dims)]
+        return y.view(*lead, *self.out_dims)
+
+
+class Downsample(nn.Module):
+    """Stride-2 3x3 convolution."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.op = nn.Conv2d(channels, channels, 3, stride=2, padding=1)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.op(x)  # [N, C, H/2, W/2]
+
+
+class Upsample(nn.Module):
+    """Nearest-neighbour x2 upsampling followed by a 3x3 convolution."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(channels, channels, 3, padding=1)
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = F.interpolate(x, scale_factor=2.0, mode="nearest")  # [N, C, 2H, 2W]
+        return self.conv(x)
+
+
+class CrossAttention(nn.Module):
+    """Multi-head attention of `x` over `context` (self-attention when no context is given)."""
+
+    def __init__(self, query_dim: int, context_dim: int | None, heads: int, dim_head: int) -> None:
+        super().__init__()
+        inner = heads * dim_head
+        context_dim = context_dim or query_dim
+        self.heads = heads
+        self.to_q = nn.Linear(query_dim, inner, bias=False)
+        self.to_k = nn.Linear(context_dim, inner, bias=False)
+        self.to_v = nn.Linear(context_dim, inner, bias=False)
+        self.to_out = nn.Sequential(nn.Linear(inner, query_dim))
+
+    def forward(self, x: Tensor, context: Tensor | None = None) -> Tensor:
+        """Args: x [N, L, D], context [N, M, Dc] or None. Returns [N, L, D]."""
+        context = x if context is None else context
+        q, k, v = self.to_q(x), self.to_k(context), self.to_v(context)  # [N, L|M, h d]
+        q, k, v = (t.unflatten(-1, (self.heads, -1)).transpose(1, 2) for t in (q, k, v))  # [N, h, L|M, d]
+        out = F.scaled_dot_product_attention(q, k, v)  # [N, h, L, d], scale d^-0.5
+        return self.to_out(out.transpose(1, 2).flatten(2))  # [N, L, D]
+
+
+class GEGLU(nn.Module):
+    """Linear projection to twice the width, then value * gelu(gate)."""
+
+    def __init__(self, dim_in: int, dim_out: int) -> None:
+        super().__init__()
+        self.proj = nn.Linear(dim_in, dim_out * 2)
+
+    def forward(self, x: Tensor) -> Tensor:
+        value, gate = self.proj(x).chunk(2, dim=-1)  # [N, L, dim_out] each
+        return value * F.gelu(gate)
+
+
+class FeedForward(nn.Module):
+    """GEGLU feed-forward of the transformer block (`net.0.proj`, `net.2`), width x4."""
+
+    def __init__(self, dim: int, mult: int = 4) -> None:
+        super().__init__()
+        self.net = nn.Sequential(GEGLU(dim, dim * mult), nn.Identity(), nn.Linear(dim * mult, dim))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.net(x)  # [N, L, dim]
+
+
+class BasicTransformerBlock(nn.Module):
+    """Self-attention, cross-attention on the context, GEGLU feed-forward; pre-LayerNorm residuals."""
+
+    def __init__(self, dim: int, heads: int, dim_head: int, context_dim: int) -> None:
+        super().__init__()
+        self.attn1 = CrossAttention(dim, None, heads, dim_head)
+        self.ff = FeedForward(dim)
+        self.attn2 = CrossAttention(dim, context_dim, heads, dim_head)
+        self.norm1, self.norm2, self.norm3 = nn.LayerNorm(dim), nn.LayerNorm(dim), nn.LayerNorm(dim)
+
+    def forward(self, x: Tensor, context: Tensor) -> Tensor:
+        """Args: x [N, L, D], context [N, M, Dc]. Returns [N, L, D]."""
+        x = self.attn1(self.norm1(x)) + x  # [N, L, D]
+        x = self.attn2(self.norm2(x), context) + x  # [N, L, D]
+        return self.ff(self.norm3(x)) + x
+
+
+class SpatialTransformer(nn.Module):
+    """SD-v1 transformer on a feature map: GroupNorm (eps 1e-6), 1x1 in, one transformer block, 1x1 out, residual."""
+
+    def __init__(self, channels: int, heads: int, dim_head: int, context_dim: int) -> None:
+        super().__init__()
+        inner = heads * dim_head
+        self.norm = nn.GroupNorm(GROUPS, channels, eps=1e-6)
+        self.proj_in = nn.Conv2d(channels, inner, 1)
+        self.transformer_blocks = nn.ModuleList([BasicTransformerBlock(inner, heads, dim_head, context_dim)])
+        self.proj_out = nn.Conv2d(inner, channels, 1)
+
+    def forward(self, x: Tensor, context: Tensor) -> Tensor:
+        """Args: x [N, C, H, W], context [N, M, Dc]. Returns [N, C, H, W]."""
+        n, _, h, w = x.shape
+        tokens = self.proj_in(self.norm(x)).flatten(2).transpose(1, 2)  # [N, H W, inner]
+        for block in self.transformer_blocks:
+            tokens = block(tokens, context)  # [N, H W, inner]
+        y = tokens.transpose(1, 2).reshape(n, -1, h, w)  # [N, inner, H, W]
+        return self.proj_out(y) + x

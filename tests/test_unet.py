@@ -1,0 +1,225 @@
+"""The CoDi UNets, the STA block, condition mixing and the joint denoiser on tiny CPU models."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+import torch
+from conftest import parity_dir
+
+from codi.keymaps.unet import unet_map
+from codi.loading import check_against_module, convert_official_state_dict
+from codi.modality import Modality
+from codi.models.joint import CouplingMode, JointDenoiser, mix_conditions
+from codi.models.temporal import SpatioTemporalAttention, frame_shift, token_shift
+from codi.models.unet import UNet0D, UNet2D, UNetConfig
+from codi.models.unet_blocks import timestep_embedding
+
+TINY = dict(
+    model_channels=64,
+    num_noattn_blocks=(1, 1),
+    channel_mult=(1, 1),
+    with_attn=(True, False),
+    channel_mult_connector=(1, 1),
+    num_noattn_blocks_connector=(1, 1),
+    with_connector=(True, False),
+    connector_output_channel=32,
+    num_heads=4,
+    context_dim=16,
+    second_dim=(4, 4),
+    second_dim_connector=(4, 4),
+)
+
+
+def tiny_unets(seed: int = 0, **overrides) -> dict[str, torch.nn.Module]:
+    torch.manual_seed(seed)
+    cfg = {**TINY, **overrides}
+    return {
+        "image": UNet2D(UNetConfig(4, output_channels=4, use_video_architecture=True, **cfg)).eval(),
+        "audio": UNet2D(UNetConfig(8, output_channels=8, **cfg)).eval(),
+        "text": UNet0D(UNetConfig(24, output_channels=24, **cfg)).eval(),
+    }
+
+
+def inputs(seed: int = 1, batch: int = 2, frames: int = 3) -> dict[str, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    return {
+        "image": torch.randn(batch, 4, 8, 8, generator=g),
+        "video": torch.randn(batch, 4, frames, 8, 8, generator=g),
+        "audio": torch.randn(batch, 8, 8, 4, generator=g),
+        "text": torch.randn(batch, 24, generator=g),
+        "context": torch.randn(batch, 1, 16, generator=g),
+        "t": torch.tensor([981, 37][:batch] + [500] * max(0, batch - 2)),
+    }
+
+
+def test_config_from_dict_and_presets() -> None:
+    cfg = UNetConfig.from_dict(
+        {
+            "input_channels": 4,
+            "model_channels": 64,
+            "output_channels": 4,
+            "channel_mult": [1, 1, 1, 1],
+            "use_checkpoint": True,
+        },
+        alias_last_skip=True,
+    )
+    assert cfg.channel_mult == (1, 1, 1, 1) and cfg.alias_last_skip and cfg.connector_output_channel == 1280
+    with pytest.raises(ValueError, match="unknown UNet config keys"):
+        UNetConfig.from_dict({"input_channels": 4, "model_channels": 64, "output_channels": 4, "typo": 1})
+    with pytest.raises(ValueError, match="with_attn"):
+        UNetConfig(4, 64, 4, with_attn=(True,))
+    image, audio, text = UNetConfig.official_image(), UNetConfig.official_audio(), UNetConfig.official_text()
+    assert image.model_channels == 320 and image.use_video_architecture and image.alias_last_skip
+    assert audio.model_channels == 192 and audio.input_channels == 8 and not audio.use_video_architecture
+    assert text.input_channels == 768 and text.second_dim == (4, 4, 4, 4)
+
+
+def test_timestep_embedding_is_cos_then_sin() -> None:
+    emb = timestep_embedding(torch.tensor([0, 10]), 8)
+    assert emb.shape == (2, 8)
+    torch.testing.assert_close(emb[0], torch.tensor([1.0] * 4 + [0.0] * 4))
+    freqs = torch.exp(-torch.log(torch.tensor(10000.0)) * torch.arange(4) / 4)
+    torch.testing.assert_close(emb[1], torch.cat([torch.cos(10 * freqs), torch.sin(10 * freqs)]))
+
+
+def test_token_and_frame_shift() -> None:
+    x = torch.arange(1, 2 * 3 * 16 + 1, dtype=torch.float32).view(2 * 3, 16, 1, 1)  # B=2, F=3, C=16
+    video = x.view(2, 3, 16)
+    shifted = token_shift(x, 3).view(2, 3, 16)
+    torch.testing.assert_close(shifted[:, :, :8], video[:, :, :8])
+    torch.testing.assert_close(shifted[:, 1:, 8:], video[:, :-1, 8:])
+    assert (shifted[:, 0, 8:] == 0).all()
+    moved = frame_shift(x, 3).view(2, 3, 8, 2)  # 8 chunks of 2 channels, chunk i moves i frames
+    chunks = video.view(2, 3, 8, 2)
+    torch.testing.assert_close(moved[:, :, 0], chunks[:, :, 0])
+    torch.testing.assert_close(moved[:, 2:, 2], chunks[:, :1, 2])
+    assert (moved[:, :2, 2] == 0).all() and (moved[:, :, 3:] == 0).all()  # F=3 < 8: chunks i >= 3 vanish
+
+
+def test_sta_is_identity_for_images_and_mixes_frames() -> None:
+    torch.manual_seed(0)
+    sta = SpatioTemporalAttention(64, 16).eval()
+    x = torch.randn(6, 64, 4, 4)
+    assert sta(x, None) is x
+    with torch.no_grad():
+        y = sta(x, 3)  # B=2, F=3
+        x2 = x.clone()
+        x2[1] += 1.0  # change frame 1 of sample 0
+        y2 = sta(x2, 3)
+    assert y.shape == x.shape
+    assert not torch.allclose(y[2], y2[2])  # a later frame of the same sample sees it
+    torch.testing.assert_close(y[3:], y2[3:])  # the other sample does not
+
+
+def test_unet2d_shapes_environment_and_connectors() -> None:
+    unets, d = tiny_unets(), inputs()
+    image = unets["image"]
+    with torch.no_grad():
+        eps_img = image(d["image"], d["t"], d["context"])
+        eps_vid = image(d["video"], d["t"], d["context"])
+        env = image.environment(d["video"], d["t"])
+        joint = image(d["video"], d["t"], d["context"], env_context=env)
+    assert eps_img.shape == d["image"].shape and eps_vid.shape == d["video"].shape
+    assert env.shape == (2, 1, 32)
+    torch.testing.assert_close(env.norm(dim=-1), torch.ones(2, 1))
+    assert not torch.allclose(joint, eps_vid)  # connecter-in transformers are active
+    with pytest.raises(ValueError, match="UNet2D takes"):
+        unets["audio"](d["video"], d["t"], d["context"])
+
+
+def test_unet0d_text_shapes() -> None:
+    text, d = tiny_unets()["text"], inputs()
+    with torch.no_grad():
+        eps = text(d["text"], d["t"], d["context"])
+        env = text.environment(d["text"], d["t"])
+    assert eps.shape == (2, 24) and env.shape == (2, 1, 32) and torch.isfinite(eps).all()
+    assert text.input_blocks[1][0].in_layers[0].num_channels == 64 * 4  # [C, 4, 1] flattened C-major
+
+
+def test_alias_last_skip_changes_output_block_zero_input() -> None:
+    d = inputs()
+    textbook, aliased = tiny_unets()["audio"], tiny_unets(alias_last_skip=True)["audio"]
+    with torch.no_grad():
+        a = textbook(d["audio"], d["t"], d["context"])
+        b = aliased(d["audio"], d["t"], d["context"])
+    assert not torch.allclose(a, b)
+
+
+def test_batch_rows_are_independent_with_any_frame_count() -> None:
+    unets, d = tiny_unets(), inputs(batch=3, frames=5)
+    model = JointDenoiser(unets)
+    latents = {Modality.VIDEO: d["video"], Modality.AUDIO: d["audio"]}
+    with torch.no_grad():
+        full = model(latents, d["t"], d["context"])
+        row = model({m: x[1:2] for m, x in latents.items()}, d["t"][1:2], d["context"][1:2])
+    for m in latents:
+        torch.testing.assert_close(full[m][1:2], row[m], atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("mode", [CouplingMode.OFFICIAL, CouplingMode.PAPER])
+def test_paper_mode_routes_other_environments(mode: CouplingMode) -> None:
+    model, d = JointDenoiser(tiny_unets()), inputs()
+    other_audio = d["audio"] + torch.randn(d["audio"].shape, generator=torch.Generator().manual_seed(5))
+    with torch.no_grad():
+        a = model({Modality.VIDEO: d["video"], Modality.AUDIO: d["audio"]}, d["t"], d["context"], mode=mode)
+        b = model({Modality.VIDEO: d["video"], Modality.AUDIO: other_audio}, d["t"], d["context"], mode=mode)
+    assert list(a) == [Modality.VIDEO, Modality.AUDIO]
+    if mode is CouplingMode.OFFICIAL:
+        torch.testing.assert_close(a[Modality.VIDEO], b[Modality.VIDEO], atol=0, rtol=0)
+    else:
+        assert (a[Modality.VIDEO] - b[Modality.VIDEO]).abs().max() > 1e-4
+
+
+def test_joint_denoiser_modalities_and_checks() -> None:
+    unets, d = tiny_unets(), inputs()
+    only_image = JointDenoiser({"image": unets["image"]})
+    assert only_image.unet_for(Modality.VIDEO) is unets["image"]
+    assert {k.split(".")[0] for k in only_image.state_dict()} == {"unet_image"}
+    with pytest.raises(KeyError, match="unet_text"):
+        only_image.unet_for("text")
+    with torch.no_grad():
+        single = only_image({Modality.IMAGE: d["image"]}, d["t"], d["context"])
+        direct = unets["image"](d["image"], d["t"], d["context"])
+    torch.testing.assert_close(single[Modality.IMAGE], direct, atol=0, rtol=0)  # no environment when alone
+    other = UNet2D(UNetConfig(8, output_channels=8, **{**TINY, "connector_output_channel": 64}))
+    with pytest.raises(ValueError, match="connector_output_channel"):
+        JointDenoiser({"image": unets["image"], "audio": other})
+
+
+def test_bf16_forward() -> None:
+    model, d = JointDenoiser(tiny_unets()).to(torch.bfloat16), inputs(frames=2)
+    latents = {m: d[m.value].to(torch.bfloat16) for m in (Modality.VIDEO, Modality.AUDIO, Modality.TEXT)}
+    with torch.no_grad():
+        out = model(latents, d["t"], d["context"].to(torch.bfloat16), mode=CouplingMode.PAPER)
+    for m, x in latents.items():
+        assert out[m].shape == x.shape and out[m].dtype == torch.bfloat16 and torch.isfinite(out[m]).all()
+
+
+def test_mix_conditions() -> None:
+    g = torch.Generator().manual_seed(0)
+    a, b = torch.randn(2, 1, 8, generator=g), torch.randn(2, 1, 8, generator=g)
+    torch.testing.assert_close(mix_conditions([a, b], [1, 3]), 0.25 * a + 0.75 * b)
+    torch.testing.assert_close(mix_conditions([a, a], [0.5, 0.5]), a)  # same modality twice
+    torch.testing.assert_close(mix_conditions([b], [5]), b)
+    with pytest.raises(ValueError):
+        mix_conditions([a, b], [1])
+
+
+@pytest.mark.parametrize("name", ["image", "audio", "text"])
+def test_full_size_official_keys_land_on_our_modules(name: str) -> None:
+    folder = parity_dir()
+    prefix = f"model.diffusion_model.unet_{name}."
+    official = {}
+    for line in (folder / "official_state_dict_keys.tsv").read_text().splitlines()[1:]:
+        key, shape, dtype = line.split("\t")
+        if key.startswith(prefix):
+            dims = [int(s) for s in shape.strip("[]").split(",") if s.strip()]
+            official[key] = torch.empty(dims, dtype=getattr(torch, dtype), device="meta")
+    config = dataclasses.asdict(getattr(UNetConfig, f"official_{name}")())
+    with torch.device("meta"):
+        module = (UNet0D if name == "text" else UNet2D)(UNetConfig(**config))
+    ours = convert_official_state_dict(official, [unet_map(name)])
+    assert len(ours) == len(official) == {"image": 1597, "audio": 1122, "text": 1122}[name]
+    check_against_module(ours, module)
