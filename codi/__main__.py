@@ -1,0 +1,5 @@
+import sys
+
+from codi.cli import main
+
+sys.exit(main())

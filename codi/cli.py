@@ -1,0 +1,215 @@
+"""Command line: `python -m codi generate ...` (one request or a JSONL batch)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import sys
+from pathlib import Path
+from typing import Any
+
+from codi.conditions import InputError
+from codi.media import MediaError, write_audio, write_image, write_json, write_video
+from codi.pipeline import CoDiPipeline, GenerationResult
+
+BATCH_KEYS = {
+    "id",
+    "text",
+    "image",
+    "video",
+    "audio",
+    "weights",
+    "outputs",
+    "seed",
+    "steps",
+    "guidance",
+    "sampler",
+    "coupling",
+    "num_samples",
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m codi", description="CoDi any-to-any generation")
+    sub = p.add_subparsers(dest="command", required=True)
+    g = sub.add_parser("generate", help="generate outputs from any combination of inputs")
+    g.add_argument("--model", default="tiny", help="tiny (default, embedded), official, or a checkpoint folder")
+    g.add_argument("--text", help="text prompt")
+    g.add_argument("--image", help="input image file")
+    g.add_argument("--video", help="input video file")
+    g.add_argument("--audio", help="input audio file (wav/flac/mp3/ogg, any rate)")
+    g.add_argument(
+        "--weight",
+        action="append",
+        default=[],
+        metavar="MODALITY=W",
+        help="mixing weight of an input, e.g. --weight text=2 (repeatable)",
+    )
+    g.add_argument("--outputs", default=None, help="comma-separated subset of text,image,video,audio")
+    g.add_argument("--seed", type=int, default=None)
+    g.add_argument("--steps", type=int, default=None)
+    g.add_argument("--guidance", type=float, default=None, help="classifier-free guidance scale (1 = off)")
+    g.add_argument("--sampler", choices=["ddim", "dpm"], default=None)
+    g.add_argument(
+        "--coupling", choices=["official", "paper"], default=None, help="joint coupling of co-generated outputs"
+    )
+    g.add_argument("--num-samples", type=int, default=1)
+    g.add_argument("--batch", help="JSONL file: one request per line (keys: " + ", ".join(sorted(BATCH_KEYS)) + ")")
+    g.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, mps ...")
+    g.add_argument("--dtype", default="float32", choices=["float32", "float16", "bfloat16"])
+    g.add_argument("--out", required=True, help="output folder")
+    g.add_argument("--quiet", action="store_true", help="no progress bar")
+    return p
+
+
+def parse_weights(items: list[str]) -> dict[str, float]:
+    weights = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise InputError(f"--weight takes MODALITY=W, got {item!r}")
+        try:
+            weights[key.strip()] = float(value)
+        except ValueError:
+            raise InputError(f"--weight {item!r}: {value!r} is not a number") from None
+    return weights
+
+
+def request_from_args(args: argparse.Namespace) -> dict[str, Any]:
+    return {
+        "text": args.text,
+        "image": args.image,
+        "video": args.video,
+        "audio": args.audio,
+        "weights": parse_weights(args.weight),
+        "outputs": args.outputs,
+        "seed": args.seed,
+        "steps": args.steps,
+        "guidance": args.guidance,
+        "sampler": args.sampler,
+        "coupling": args.coupling,
+        "num_samples": args.num_samples,
+    }
+
+
+def read_batch(path: str | Path) -> list[dict[str, Any]]:
+    requests = []
+    for n, line in enumerate(Path(path).read_text().splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            req = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise InputError(f"{path}:{n}: not JSON ({e.msg})") from None
+        if not isinstance(req, dict):
+            raise InputError(f"{path}:{n}: each line must be a JSON object")
+        unknown = set(req) - BATCH_KEYS
+        if unknown:
+            raise InputError(f"{path}:{n}: unknown keys {sorted(unknown)}; allowed: {sorted(BATCH_KEYS)}")
+        req.setdefault("id", f"{n:04d}")
+        if not str(req["id"]).replace("-", "").replace("_", "").isalnum():
+            raise InputError(f"{path}:{n}: id {req['id']!r} must be letters, digits, '-' or '_'")
+        requests.append(req)
+    if not requests:
+        raise InputError(f"{path} holds no requests")
+    return requests
+
+
+def run_request(pipe: CoDiPipeline, req: dict[str, Any], out: Path, progress=None) -> GenerationResult:
+    inputs = {k: req[k] for k in ("text", "image", "video", "audio") if req.get(k) not in (None, "")}
+    outputs = req.get("outputs") or "image"
+    result = pipe(
+        inputs=inputs,
+        outputs=outputs,
+        weights=req.get("weights") or None,
+        steps=req.get("steps"),
+        guidance_scale=req.get("guidance"),
+        seed=req.get("seed"),
+        sampler=req.get("sampler"),
+        coupling=req.get("coupling"),
+        num_samples=int(req.get("num_samples") or 1),
+        progress=progress,
+    )
+    save_result(result, out, inputs)
+    return result
+
+
+def save_result(result: GenerationResult, out: Path, inputs: dict[str, Any] | None = None) -> list[Path]:
+    """Writes image.png, video.mp4 (with the generated audio muxed in), audio.wav, text.txt, result.json."""
+    out.mkdir(parents=True, exist_ok=True)
+    written = []
+    for i in range(max(len(result.images), len(result.videos), len(result.audios), len(result.texts))):
+        sfx = "" if i == 0 else f"_{i}"
+        if i < len(result.images):
+            written.append(write_image(result.images[i], out / f"image{sfx}.png"))
+        audio = result.audios[i] if i < len(result.audios) else None
+        if audio is not None:
+            written.append(write_audio(audio, out / f"audio{sfx}.wav"))
+        if i < len(result.videos):
+            written.append(write_video(result.videos[i], out / f"video{sfx}.mp4", audio=audio))
+        if i < len(result.texts):
+            (out / f"text{sfx}.txt").write_text(result.texts[i] + "\n")
+            written.append(out / f"text{sfx}.txt")
+    meta = {
+        "params": result.params,
+        "input_files": {k: str(v) for k, v in (inputs or {}).items() if k != "text"},
+        "seed": result.seed,
+        "timings": {k: round(v, 4) for k, v in result.timings.items()},
+        "outputs": [p.name for p in written],
+        "versions": versions(),
+    }
+    written.append(write_json(meta, out / "result.json"))
+    return written
+
+
+def versions() -> dict[str, str]:
+    import diffusers
+    import torch
+    import transformers
+
+    return {
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+        "diffusers": diffusers.__version__,
+        "codi": "0.1.0",
+    }
+
+
+def _progress_bar(quiet: bool, label: str):
+    if quiet:
+        return None, None
+    from tqdm import tqdm
+
+    bar = tqdm(total=0, desc=label, unit="step", leave=False)
+
+    def update(done: int, total: int) -> None:
+        bar.total = total
+        bar.n = done
+        bar.refresh()
+
+    return update, bar
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        requests = read_batch(args.batch) if args.batch else [request_from_args(args)]
+        pipe = CoDiPipeline.from_preset(args.model, device=args.device, dtype=args.dtype)
+        print(f"model: {pipe.source}", file=sys.stderr)
+        out = Path(args.out)
+        for req in requests:
+            folder = out / str(req["id"]) if args.batch else out
+            update, bar = _progress_bar(args.quiet, str(req.get("id", "generate")))
+            result = run_request(pipe, req, folder, update)
+            if bar is not None:
+                bar.close()
+            print(
+                f"{folder}: {', '.join(result.params['outputs'])} (seed {result.seed}, "
+                f"{result.timings['total_s']:.2f} s)"
+            )
+    except (InputError, MediaError, FileNotFoundError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return 0

@@ -1,0 +1,324 @@
+"""`CoDiPipeline`: any-to-any generation as a numbered recipe over a `CoDiModel`."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+from torch import Tensor
+
+from codi.conditions import (
+    Condition,
+    InputError,
+    audio_tensor,
+    collect_conditions,
+    image_tensor,
+    load_condition_value,
+    video_tensor,
+)
+from codi.media import AudioClip, VideoClip
+from codi.modality import ALL_MODALITIES, Modality
+from codi.model import CoDiModel
+from codi.models.joint import CouplingMode, mix_conditions
+from codi.sampling import Sampler, exact_timesteps, guided, official_timesteps, sample_ddim, sample_dpm
+
+ProgressCallback = Callable[[int, int], None]  # (steps done, total steps)
+
+MAX_SEED = 2**32 - 1
+
+
+@dataclass
+class GenerationResult:
+    """What one call produced: per output a list over samples, plus the parameters and timings."""
+
+    texts: list[str] = field(default_factory=list)
+    images: list[Image.Image] = field(default_factory=list)
+    videos: list[VideoClip] = field(default_factory=list)
+    audios: list[AudioClip] = field(default_factory=list)
+    seed: int = 0
+    params: dict[str, Any] = field(default_factory=dict)
+    timings: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def text(self) -> str | None:
+        return self.texts[0] if self.texts else None
+
+    @property
+    def image(self) -> Image.Image | None:
+        return self.images[0] if self.images else None
+
+    @property
+    def video(self) -> VideoClip | None:
+        return self.videos[0] if self.videos else None
+
+    @property
+    def audio(self) -> AudioClip | None:
+        return self.audios[0] if self.audios else None
+
+
+def parse_outputs(outputs: Iterable[str | Modality] | str) -> list[Modality]:
+    """['image', 'audio'] or 'image,audio' -> modalities in canonical order (text, image, video, audio)."""
+    if isinstance(outputs, str):
+        outputs = [o for o in outputs.split(",") if o.strip()]
+    chosen = {Modality.parse(o) for o in outputs}
+    if not chosen:
+        raise InputError("choose at least one output: text, image, video or audio")
+    return [m for m in ALL_MODALITIES if m in chosen]
+
+
+class CoDiPipeline:
+    """Any-to-any generation with a CoDi model: compose conditions, sample jointly, decode."""
+
+    def __init__(
+        self, model: CoDiModel, device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32, source: str = ""
+    ) -> None:
+        self.model = model.eval()
+        self.device = torch.device(device)
+        if self.device.type == "cpu":
+            # Subnormal floats (which small random or trained nets produce) slow CPU matmuls ~100x; flushing them
+            # to zero changes results by < 1e-38.
+            torch.set_flush_denormal(True)
+        self.dtype = dtype
+        self.source = source
+
+    @property
+    def config(self):
+        return self.model.config
+
+    @classmethod
+    def from_preset(
+        cls,
+        name: str = "tiny",
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | str | None = None,
+        **kwargs: Any,
+    ) -> CoDiPipeline:
+        """Builds a pipeline from a preset name ('tiny', 'official') or a checkpoint folder.
+
+        Args:
+            name: 'tiny' (embedded, offline), 'official' (released weights, downloaded once), or a path.
+            device: where to run ('cpu', 'cuda', 'cuda:1', ...); default CPU.
+            dtype: torch dtype or 'float32'/'float16'/'bfloat16'; default float32.
+        """
+        from codi.presets import load_model
+
+        device = torch.device(device or "cpu")
+        dtype = _parse_dtype(dtype)
+        model, source = load_model(name, **kwargs)
+        model = model.to(device=device, dtype=dtype)
+        return cls(model, device=device, dtype=dtype, source=source)
+
+    # -- 1. check inputs -------------------------------------------------------------------------
+    def _check(
+        self, conditions: list[Condition], outputs: list[Modality], steps: int, guidance: float, num_samples: int
+    ) -> None:
+        for m in outputs:
+            if not self.model.can_generate(m):
+                raise InputError(f"this model cannot generate {m.value}")
+        if not 1 <= steps <= 1000:
+            raise InputError(f"steps must be between 1 and 1000, got {steps}")
+        if not np.isfinite(guidance) or guidance < 0:
+            raise InputError(f"guidance scale must be a number >= 0, got {guidance}")
+        if not 1 <= num_samples <= 16:
+            raise InputError(f"number of samples must be between 1 and 16, got {num_samples}")
+
+    # -- 2. encode conditions ----------------------------------------------------------------------
+    @torch.no_grad()
+    def encode_condition(
+        self, c: Condition, generator: torch.Generator | None = None, official_preprocessing: bool = False
+    ) -> tuple[Tensor, Tensor]:
+        """One condition -> (embedding [1,1,D], its unconditional embedding [1,1,D])."""
+        m, media, dev = self.model, self.config.media, self.device
+        if c.modality is Modality.TEXT:
+            return m.clip.encode_text([c.value]), m.clip.unconditional_text(1)
+        if c.modality is Modality.IMAGE:
+            x = image_tensor(c.value, media, generator, official_preprocessing).to(dev, self.dtype)
+            return m.clip.encode_image(x), m.clip.unconditional_image(1)
+        if c.modality is Modality.VIDEO:
+            x = video_tensor(c.value, media).to(dev, self.dtype)
+            return m.clip.encode_video(x), m.clip.unconditional_video(1, x.shape[2])
+        wave = audio_tensor(c.value, media, m.clap.sample_rate_in).to(dev, self.dtype)
+        crop = "random" if official_preprocessing else "center"
+        return m.clap.encode_audio(wave, crop=crop, generator=generator), m.clap.unconditional(1, wave.shape[-1])
+
+    def encode_conditions(
+        self,
+        conditions: list[Condition],
+        generator: torch.Generator | None = None,
+        official_preprocessing: bool = False,
+    ) -> tuple[Tensor, Tensor | None]:
+        """Mixed context and unconditional context, [1,1,D] each; no inputs -> empty-prompt context."""
+        if not conditions:
+            empty = self.model.clip.unconditional_text(1)
+            return empty, None
+        pairs = [self.encode_condition(c, generator, official_preprocessing) for c in conditions]
+        weights = [c.weight for c in conditions]
+        cond = mix_conditions([p[0] for p in pairs], weights)
+        uncond = mix_conditions([p[1] for p in pairs], weights)
+        return cond, uncond
+
+    # -- 3-5. timesteps, latents, denoise ----------------------------------------------------------
+    def initial_noise(self, outputs: list[Modality], num_samples: int, seed: int) -> dict[Modality, Tensor]:
+        """Gaussian noise per output from a CPU generator seeded per modality (same seed, same noise,
+        on every device, whatever else is generated with it)."""
+        noise = {}
+        for m in outputs:
+            g = torch.Generator().manual_seed(seed * 4 + ALL_MODALITIES.index(m))
+            shape = (num_samples, *self.model.latent_shape(m))
+            noise[m] = torch.randn(shape, generator=g, dtype=torch.float32).to(self.device, self.dtype)
+        return noise
+
+    def _denoiser(self, cond: Tensor, uncond: Tensor | None, guidance: float, coupling: CouplingMode):
+        def predict(x, t, context):
+            return self.model.diffusion(x, t, context, mode=coupling)
+
+        return guided(predict, cond, uncond, guidance)
+
+    @torch.no_grad()
+    def __call__(
+        self,
+        inputs: Mapping[str | Modality, Any] | Iterable[tuple[str | Modality, Any]] | None = None,
+        outputs: Iterable[str | Modality] | str = ("image",),
+        weights: Mapping[str | Modality, float | list[float]] | None = None,
+        steps: int | None = None,
+        guidance_scale: float | None = None,
+        seed: int | None = None,
+        sampler: str | Sampler | None = None,
+        coupling: str | CouplingMode | None = None,
+        num_samples: int = 1,
+        official_timestep_grid: bool = False,
+        official_preprocessing: bool = False,
+        progress: ProgressCallback | None = None,
+    ) -> GenerationResult:
+        """Generates every requested output jointly from any combination of inputs.
+
+        Args:
+            inputs: {'text': str, 'image': PIL/array/path, 'video': path/frames, 'audio': path/(wave, rate)};
+                a modality may map to a list of values (e.g. two images). Empty = unconditional generation.
+            outputs: any non-empty subset of text, image, video, audio.
+            weights: mixing weight per input modality (or a list per value); normalised to sum 1.
+            steps: sampler steps (exactly this many; `official_timestep_grid=True` gives the released grid,
+                which runs more steps when `steps` does not divide 1000).
+            guidance_scale: classifier-free guidance; 1.0 disables the unconditional pass.
+            seed: noise seed (random when None; the result records it).
+            sampler: 'ddim' (official) or 'dpm' (DPM-Solver++, fewer steps).
+            coupling: 'official' (each output attends to its own environment vector, as released) or 'paper'
+                (each output attends to the other outputs' environment vectors).
+            num_samples: samples per call (batch).
+            official_preprocessing: random image crop/flip and random audio crop, as the released code does.
+            progress: called with (steps done, total) after each step.
+        Returns:
+            a GenerationResult.
+        """
+        t0 = time.perf_counter()
+        d = self.config.defaults
+        steps = int(steps if steps is not None else d.steps)
+        guidance = float(guidance_scale if guidance_scale is not None else d.guidance_scale)
+        sampler = Sampler(sampler or d.sampler)
+        coupling = CouplingMode(coupling or d.coupling)
+        seed = int(seed) if seed is not None else int(torch.randint(0, MAX_SEED, (1,)).item())
+        if not 0 <= seed <= MAX_SEED:
+            raise InputError(f"seed must be between 0 and {MAX_SEED}, got {seed}")
+        # 1. check inputs
+        outs = parse_outputs(outputs)
+        conditions = collect_conditions(inputs, weights)
+        self._check(conditions, outs, steps, guidance, num_samples)
+        for c in conditions:
+            c.value = load_condition_value(c, self.config.media)
+        gen = torch.Generator().manual_seed(seed)
+        # 2. encode conditions
+        cond, uncond = self.encode_conditions(conditions, gen, official_preprocessing)
+        cond = cond.repeat(num_samples, 1, 1)
+        uncond = uncond.repeat(num_samples, 1, 1) if uncond is not None else None
+        t1 = time.perf_counter()
+        # 3. timesteps and 4. latents
+        noise = self.initial_noise(outs, num_samples, seed)
+        denoiser = self._denoiser(cond, uncond, guidance, coupling)
+        callback = (lambda i, n, t: progress(i + 1, n)) if progress else None
+        # 5. denoise
+        if sampler is Sampler.DDIM:
+            grid = official_timesteps if official_timestep_grid else exact_timesteps
+            ts = grid(steps, self.config.schedule.num_train_timesteps)
+            latents = sample_ddim(denoiser, noise, self.model.alphas_cumprod, ts, callback)
+        else:
+            latents = sample_dpm(denoiser, noise, self.config.schedule, steps, callback)
+        t2 = time.perf_counter()
+        # 6. decode
+        result = self._decode(latents, torch.Generator().manual_seed(seed + 1))
+        t3 = time.perf_counter()
+        result.seed = seed
+        result.params = {
+            "inputs": {c.modality.value: _describe(c.value) for c in conditions},
+            "weights": [[c.modality.value, c.weight] for c in conditions],
+            "outputs": [m.value for m in outs],
+            "steps": steps,
+            "guidance_scale": guidance,
+            "seed": seed,
+            "sampler": sampler.value,
+            "coupling": coupling.value,
+            "num_samples": num_samples,
+            "official_timestep_grid": official_timestep_grid,
+            "official_preprocessing": official_preprocessing,
+            "model": self.config.name,
+        }
+        result.timings = {"encode_s": t1 - t0, "denoise_s": t2 - t1, "decode_s": t3 - t2, "total_s": t3 - t0}
+        return result
+
+    def _decode(self, latents: dict[Modality, Tensor], text_generator: torch.Generator) -> GenerationResult:
+        from codi.models.vae import to_uint8
+
+        media = self.config.media
+        r = GenerationResult()
+        for m, z in latents.items():
+            if m is Modality.TEXT:
+                r.texts = list(self.model.decode(m, z, generator=text_generator))
+            elif m is Modality.IMAGE:
+                arr = to_uint8(self.model.decode(m, z).float()).cpu().numpy()  # [B,H,W,3]
+                r.images = [Image.fromarray(a) for a in arr]
+            elif m is Modality.VIDEO:
+                arr = to_uint8(self.model.decode(m, z).float()).cpu().numpy()  # [B,F,H,W,3]
+                r.videos = [VideoClip(frames=a, fps=media.video_fps) for a in arr]
+            else:
+                wave = self.model.decode(m, z).float().cpu().numpy()  # [B,1,L]
+                vae = self.model.audioldm
+                n = z.shape[2] * vae.downsample * vae.hop_length  # mel frames x hop: 163840 for the official
+                sr = vae.sample_rate
+                r.audios = [AudioClip(waveform=w.reshape(-1)[:n].astype(np.float32), sample_rate=sr) for w in wave]
+        return r
+
+
+def _describe(value: Any) -> Any:
+    """A JSON-friendly description of an input value for result.json."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, Image.Image):
+        return {"type": "image", "size": list(value.size)}
+    if isinstance(value, VideoClip):
+        return {"type": "video", "frames": len(value.frames), "fps": value.fps}
+    if isinstance(value, AudioClip):
+        return {"type": "audio", "seconds": round(value.seconds, 3), "sample_rate": value.sample_rate}
+    return str(type(value).__name__)
+
+
+def _parse_dtype(dtype: torch.dtype | str | None) -> torch.dtype:
+    if dtype is None:
+        return torch.float32
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    names = {
+        "float32": torch.float32,
+        "fp32": torch.float32,
+        "float16": torch.float16,
+        "fp16": torch.float16,
+        "half": torch.float16,
+        "bfloat16": torch.bfloat16,
+        "bf16": torch.bfloat16,
+    }
+    if dtype not in names:
+        raise ValueError(f"unknown dtype {dtype!r}; use float32, float16 or bfloat16")
+    return names[dtype]
