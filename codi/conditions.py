@@ -43,12 +43,12 @@ def collect_conditions(
     pairs: list[tuple[Modality, Any]] = []
     items = inputs.items() if isinstance(inputs, Mapping) else (inputs or [])
     for key, value in items:
-        m = Modality.parse(key)
+        m = parse_modality(key)
         values = value if isinstance(value, (list, tuple)) and m is not Modality.AUDIO else [value]
         if m is Modality.AUDIO and isinstance(value, list):
             values = value
         pairs += [(m, v) for v in values if not _is_empty(v)]
-    w = {Modality.parse(k): v for k, v in (weights or {}).items()}
+    w = {parse_modality(k): v for k, v in (weights or {}).items()}
     unknown = set(w) - {m for m, _ in pairs}
     if unknown:
         names = ", ".join(sorted(m.value for m in unknown))
@@ -70,6 +70,14 @@ def collect_conditions(
     if out and sum(c.weight for c in out) <= 0:
         raise InputError("all input weights are 0: give at least one input a positive weight")
     return [c for c in out if c.weight > 0]
+
+
+def parse_modality(value: str | Modality) -> Modality:
+    """Modality.parse with the request error type."""
+    try:
+        return Modality.parse(value)
+    except ValueError as e:
+        raise InputError(str(e)) from None
 
 
 def _is_empty(v: Any) -> bool:

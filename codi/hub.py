@@ -77,8 +77,6 @@ def fetch_official(
                         f"Download them with:\n  {download_command(variant)}"
                     ) from None
         if path is None:
-            raise WeightsNotFoundError(
-                f"{OFFICIAL_REPO} has no {name}; download with: {download_command(variant)}"
-            )
+            raise WeightsNotFoundError(f"{OFFICIAL_REPO} has no {name}; download with: {download_command(variant)}")
         paths.append(path)
     return OfficialWeights(files=tuple(paths), variant=variant)

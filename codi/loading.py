@@ -98,9 +98,7 @@ def _component_for(key: str, table: Iterable[ComponentMap]) -> ComponentMap | No
     return best
 
 
-def convert_official_state_dict(
-    official: Mapping[str, Tensor], table: Iterable[ComponentMap]
-) -> dict[str, Tensor]:
+def convert_official_state_dict(official: Mapping[str, Tensor], table: Iterable[ComponentMap]) -> dict[str, Tensor]:
     """Maps an official flat state dict onto our key names.
 
     Args:
@@ -125,9 +123,7 @@ def convert_official_state_dict(
                     tensor.is_meta or torch.equal(out[ours].to(tensor.dtype), tensor)
                 )
                 if not same:
-                    raise CheckpointKeyError(
-                        f"official keys {source[ours]!r} and {key!r} both map to {ours!r}"
-                    )
+                    raise CheckpointKeyError(f"official keys {source[ours]!r} and {key!r} both map to {ours!r}")
                 continue
             out[ours] = tensor
             source[ours] = key

@@ -72,9 +72,7 @@ def read_image(path: str | Path) -> Image.Image:
 
 def _probe(path: Path) -> tuple[int, int, float, bool]:
     """Width, height, fps and whether an audio stream exists, parsed from ffmpeg's stream listing."""
-    proc = subprocess.run(
-        [ffmpeg_exe(), "-hide_banner", "-nostdin", "-i", str(path)], capture_output=True, check=False
-    )
+    proc = subprocess.run([ffmpeg_exe(), "-hide_banner", "-nostdin", "-i", str(path)], capture_output=True, check=False)
     text = proc.stderr.decode(errors="replace")
     import re
 
@@ -151,9 +149,7 @@ def write_audio(clip: AudioClip, path: str | Path) -> Path:
     import soundfile as sf
 
     path = Path(path)
-    sf.write(
-        str(path), np.clip(clip.waveform, -1.0, 1.0).astype(np.float32), clip.sample_rate, subtype="PCM_16"
-    )
+    sf.write(str(path), np.clip(clip.waveform, -1.0, 1.0).astype(np.float32), clip.sample_rate, subtype="PCM_16")
     return path
 
 

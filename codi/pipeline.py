@@ -19,6 +19,7 @@ from codi.conditions import (
     collect_conditions,
     image_tensor,
     load_condition_value,
+    parse_modality,
     video_tensor,
 )
 from codi.media import AudioClip, VideoClip
@@ -65,7 +66,7 @@ def parse_outputs(outputs: Iterable[str | Modality] | str) -> list[Modality]:
     """['image', 'audio'] or 'image,audio' -> modalities in canonical order (text, image, video, audio)."""
     if isinstance(outputs, str):
         outputs = [o for o in outputs.split(",") if o.strip()]
-    chosen = {Modality.parse(o) for o in outputs}
+    chosen = {parse_modality(o) for o in outputs}
     if not chosen:
         raise InputError("choose at least one output: text, image, video or audio")
     return [m for m in ALL_MODALITIES if m in chosen]
@@ -109,7 +110,7 @@ class CoDiPipeline:
 
         device = torch.device(device or "cpu")
         dtype = _parse_dtype(dtype)
-        model, source = load_model(name, **kwargs)
+        model, source = load_model(name, device=device, dtype=dtype, **kwargs)
         model = model.to(device=device, dtype=dtype)
         return cls(model, device=device, dtype=dtype, source=source)
 
@@ -253,7 +254,7 @@ class CoDiPipeline:
         t3 = time.perf_counter()
         result.seed = seed
         result.params = {
-            "inputs": {c.modality.value: _describe(c.value) for c in conditions},
+            "inputs": [[c.modality.value, _describe(c.value)] for c in conditions],
             "weights": [[c.modality.value, c.weight] for c in conditions],
             "outputs": [m.value for m in outs],
             "steps": steps,

@@ -40,17 +40,13 @@ def max_error(ours: Tensor, ref: Tensor) -> float:
     return (ours.double() - ref.double()).abs().max().item()
 
 
-def compare_outputs(
-    spec: dict, ours: dict[str, Tensor], ref: dict[str, Tensor]
-) -> dict[str, tuple[float, float]]:
+def compare_outputs(spec: dict, ours: dict[str, Tensor], ref: dict[str, Tensor]) -> dict[str, tuple[float, float]]:
     """Returns name -> (max abs error, tolerance) and fails listing every output above tolerance."""
     report = {}
     for name in spec["outputs"]:
         report[name] = (max_error(ours[name], ref[name]), tolerance_for(spec, name))
     bad = {k: v for k, v in report.items() if not v[0] <= v[1]}
-    assert not bad, "outputs beyond tolerance: " + ", ".join(
-        f"{k}: {e:.3g} > {t:.3g}" for k, (e, t) in bad.items()
-    )
+    assert not bad, "outputs beyond tolerance: " + ", ".join(f"{k}: {e:.3g} > {t:.3g}" for k, (e, t) in bad.items())
     return report
 
 

@@ -32,8 +32,6 @@ def test_cli_writes_every_output(tmp_path: Path) -> None:
 
     folder = parity_dir()
     out = tmp_path / "out.safetensors"
-    assert (
-        main([str(folder / "context_mixing.json"), str(folder / "context_mixing.safetensors"), str(out)]) == 0
-    )
+    assert main([str(folder / "context_mixing.json"), str(folder / "context_mixing.safetensors"), str(out)]) == 0
     spec = json.loads((folder / "context_mixing.json").read_text())
     assert set(load_file(str(out))) == set(spec["outputs"])

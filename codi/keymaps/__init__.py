@@ -15,16 +15,23 @@ SCHEDULE_BUFFERS = (
     "posterior_log_variance_clipped|posterior_mean_coef1|posterior_mean_coef2"
 )
 
-OFFICIAL_KEY_TABLE: tuple[ComponentMap, ...] = (
-    ComponentMap(unet.OFFICIAL_PREFIX, "diffusion.", unet.RULES),  # unet_{image,audio,text}.*
-    ComponentMap("clip.model.", "clip.model.", clip.RULES),
-    ComponentMap("clap.model.", "clap.", clap.RULES),
-    ComponentMap("optimus.", "optimus.", optimus.RULES),
-    ComponentMap("autokl.", "autokl.", vae.AUTOKL_RULES),
-    ComponentMap("audioldm.", "audioldm.", vae.AUDIOLDM_RULES),
-    ComponentMap(
-        "",
-        "",
-        (drop(rf"({SCHEDULE_BUFFERS})", "DDPM schedule buffers: recomputed from the config (NoiseSchedule)"),),
-    ),
-)
+
+def official_key_table(image_vae_levels: int = vae.SD_LEVELS, audio_vae_levels: int = vae.AUDIOLDM_LEVELS):
+    """The table for a model whose VAEs have these numbers of levels (LDM and diffusers number decoder levels
+    in opposite orders, so the VAE rules depend on it; the released model has 4 and 3)."""
+    return (
+        ComponentMap(unet.OFFICIAL_PREFIX, "diffusion.", unet.RULES),  # unet_{image,audio,text}.*
+        ComponentMap("clip.model.", "clip.model.", clip.RULES),
+        ComponentMap("clap.model.", "clap.", clap.RULES),
+        ComponentMap("optimus.", "optimus.", optimus.RULES),
+        ComponentMap("autokl.", "autokl.", vae.autokl_rules(image_vae_levels)),
+        ComponentMap("audioldm.", "audioldm.", vae.audioldm_rules(audio_vae_levels)),
+        ComponentMap(
+            "",
+            "",
+            (drop(rf"({SCHEDULE_BUFFERS})", "DDPM schedule buffers: recomputed from the config (NoiseSchedule)"),),
+        ),
+    )
+
+
+OFFICIAL_KEY_TABLE: tuple[ComponentMap, ...] = official_key_table()

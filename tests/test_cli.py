@@ -1,0 +1,191 @@
+"""`python -m codi generate`: single requests, JSONL batches, media files in and out."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+from PIL import Image
+
+from codi.cli import main
+from codi.media import AudioClip, VideoClip, read_audio, read_video, write_audio, write_video
+from codi.model import CoDiModel
+from codi.presets import save_folder
+from codi.tiny import tiny_config
+from codi.world import render_audio, render_image, render_video, sample_scene
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory) -> Path:
+    """A checkpoint folder (our format) holding a random tiny model."""
+    torch.manual_seed(0)
+    folder = tmp_path_factory.mktemp("model")
+    save_folder(CoDiModel(tiny_config()), folder)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def media(tmp_path_factory) -> dict[str, Path]:
+    """World media as files: png, mp4 with an audio track, stereo 44.1 kHz flac, ogg."""
+    folder = tmp_path_factory.mktemp("media")
+    scene = sample_scene(np.random.default_rng(0), color="green", shape="triangle", motion="up")
+    Image.fromarray(render_image(scene)).save(folder / "in.png")
+    wave = render_audio(scene)
+    write_video(VideoClip(render_video(scene), fps=8.0), folder / "in.mp4", audio=AudioClip(wave, 16000))
+    t = np.arange(44100) / 44100
+    stereo = np.stack([np.sin(2 * np.pi * 440 * t), 0.5 * np.sin(2 * np.pi * 440 * t)], axis=1).astype(np.float32)
+    sf.write(folder / "in.flac", stereo, 44100)
+    sf.write(folder / "in.ogg", stereo, 44100)
+    return {
+        "image": folder / "in.png",
+        "video": folder / "in.mp4",
+        "flac": folder / "in.flac",
+        "ogg": folder / "in.ogg",
+    }
+
+
+def test_generate_all_outputs(model_dir: Path, media: dict[str, Path], tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    code = main(
+        [
+            "generate",
+            "--model",
+            str(model_dir),
+            "--text",
+            "a green wedge rising",
+            "--image",
+            str(media["image"]),
+            "--weight",
+            "text=2",
+            "--weight",
+            "image=0.5",
+            "--outputs",
+            "image,video,audio,text",
+            "--seed",
+            "4",
+            "--steps",
+            "3",
+            "--guidance",
+            "1.5",
+            "--out",
+            str(out),
+            "--quiet",
+        ]
+    )
+    assert code == 0
+    names = sorted(p.name for p in out.iterdir())
+    assert names == ["audio.wav", "image.png", "result.json", "text.txt", "video.mp4"]
+    meta = json.loads((out / "result.json").read_text())
+    assert meta["seed"] == 4 and meta["params"]["steps"] == 3 and meta["params"]["guidance_scale"] == 1.5
+    assert meta["params"]["weights"] == [["text", 2.0], ["image", 0.5]]
+    assert {"torch", "transformers", "diffusers"} <= set(meta["versions"]) and meta["timings"]["total_s"] > 0
+    clip = read_video(out / "video.mp4")
+    assert clip.frames.shape[1:] == (64, 64, 3) and clip.audio is not None  # generated audio muxed in
+    assert abs(clip.seconds - 1.0) < 0.2
+    wav, rate = sf.read(out / "audio.wav")
+    assert rate == 16000 and len(wav) == 15360
+    assert Image.open(out / "image.png").size == (64, 64)
+
+
+def test_media_inputs_any_rate_and_format(model_dir: Path, media: dict[str, Path], tmp_path: Path) -> None:
+    flac = read_audio(media["flac"])
+    assert flac.sample_rate == 44100 and flac.waveform.ndim == 1  # stereo mixed down
+    assert abs(np.abs(flac.waveform).max() - 0.75) < 0.01
+    video = read_video(media["video"])
+    assert video.frames.shape == (8, 64, 64, 3) and video.audio is not None and video.audio.sample_rate == 16000
+    for key in ("video", "ogg"):
+        flag = "--video" if key == "video" else "--audio"
+        code = main(
+            [
+                "generate",
+                "--model",
+                str(model_dir),
+                flag,
+                str(media[key]),
+                "--outputs",
+                "text",
+                "--steps",
+                "1",
+                "--out",
+                str(tmp_path / key),
+                "--quiet",
+            ]
+        )
+        assert code == 0 and (tmp_path / key / "text.txt").exists()
+
+
+def test_batch_loads_model_once_and_writes_per_id(model_dir: Path, media: dict[str, Path], tmp_path: Path) -> None:
+    batch = tmp_path / "requests.jsonl"
+    lines = [
+        {"id": "first", "text": "a red ball", "outputs": ["image"], "seed": 1, "steps": 2},
+        {
+            "id": "second",
+            "audio": str(media["flac"]),
+            "image": str(media["image"]),
+            "weights": {"audio": 2},
+            "outputs": "audio,video",
+            "seed": 2,
+            "steps": 2,
+            "sampler": "dpm",
+            "guidance": 1.0,
+        },
+    ]
+    batch.write_text("\n".join(json.dumps(x) for x in lines) + "\n")
+    assert (
+        main(["generate", "--model", str(model_dir), "--batch", str(batch), "--out", str(tmp_path / "o"), "--quiet"])
+        == 0
+    )
+    assert (tmp_path / "o" / "first" / "image.png").exists()
+    second = json.loads((tmp_path / "o" / "second" / "result.json").read_text())
+    assert second["params"]["sampler"] == "dpm" and second["outputs"] == ["audio.wav", "video.mp4"]
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--image", "/nope.png", "--outputs", "text"], "cannot read image"),
+        (["--text", "a", "--weight", "text", "--outputs", "image"], "MODALITY=W"),
+        (["--text", "a", "--outputs", "image,smell"], "unknown modality"),
+    ],
+)
+def test_errors_are_messages_not_tracebacks(model_dir: Path, tmp_path: Path, capsys, args, message) -> None:
+    assert main(["generate", "--model", str(model_dir), *args, "--out", str(tmp_path), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
+
+
+def test_module_entry_point_runs(model_dir: Path, tmp_path: Path) -> None:
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "codi",
+            "generate",
+            "--model",
+            str(model_dir),
+            "--text",
+            "a box",
+            "--outputs",
+            "audio",
+            "--steps",
+            "1",
+            "--out",
+            str(tmp_path),
+            "--quiet",
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert read_audio(tmp_path / "audio.wav").sample_rate == 16000
+    write_audio(AudioClip(np.zeros(10, np.float32), 8000), tmp_path / "x.wav")

@@ -1,0 +1,152 @@
+"""CoDiPipeline end to end with random tiny weights: every input subset x every output subset, seeds, errors."""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import pytest
+import torch
+
+from codi.conditions import InputError
+from codi.media import AudioClip, VideoClip
+from codi.modality import ALL_MODALITIES, Modality
+from codi.pipeline import CoDiPipeline
+from codi.world import render_audio, render_image, render_video, sample_scene
+
+SCENE = sample_scene(np.random.default_rng(3), color="blue", shape="square", motion="left")
+INPUTS = {
+    Modality.TEXT: "a blue box sliding left",
+    Modality.IMAGE: render_image(SCENE),
+    Modality.VIDEO: VideoClip(frames=render_video(SCENE), fps=8.0),
+    Modality.AUDIO: AudioClip(waveform=render_audio(SCENE), sample_rate=16000),
+}
+OUTPUT_SETS = [s for n in range(1, 5) for s in itertools.combinations(ALL_MODALITIES, n)]
+INPUT_SETS = [s for n in range(0, 5) for s in itertools.combinations(ALL_MODALITIES, n)]
+
+
+@pytest.fixture(scope="module")
+def pipe() -> CoDiPipeline:
+    torch.manual_seed(0)
+    return CoDiPipeline.from_preset("tiny", allow_random=True)
+
+
+def check_result(pipe: CoDiPipeline, result, outputs) -> None:
+    media = pipe.config.media
+    assert (result.text is not None) == (Modality.TEXT in outputs)
+    assert (result.image is not None) == (Modality.IMAGE in outputs)
+    assert (result.video is not None) == (Modality.VIDEO in outputs)
+    assert (result.audio is not None) == (Modality.AUDIO in outputs)
+    if result.image is not None:
+        assert result.image.size == (media.image_size, media.image_size) and result.image.mode == "RGB"
+    if result.video is not None:
+        assert result.video.frames.shape == (media.num_frames, media.image_size, media.image_size, 3)
+        assert result.video.frames.dtype == np.uint8 and result.video.fps == media.video_fps
+    if result.audio is not None:
+        wave = result.audio.waveform
+        assert wave.dtype == np.float32 and wave.ndim == 1 and np.isfinite(wave).all() and np.abs(wave).max() <= 1
+        assert result.audio.sample_rate == 16000 and len(wave) == 15360
+    if result.text is not None:
+        assert isinstance(result.text, str)
+
+
+@pytest.mark.parametrize("outputs", OUTPUT_SETS, ids=lambda s: "+".join(m.value for m in s))
+def test_every_input_subset_generates_these_outputs(pipe: CoDiPipeline, outputs) -> None:
+    for inputs in INPUT_SETS:
+        given = {m.value: INPUTS[m] for m in inputs}
+        result = pipe(inputs=given, outputs=[m.value for m in outputs], steps=1, seed=11, guidance_scale=2.0)
+        check_result(pipe, result, outputs)
+        assert result.params["outputs"] == [m.value for m in outputs]
+        assert [w[0] for w in result.params["weights"]] == [m.value for m in inputs]
+
+
+def test_same_seed_same_result_and_order_does_not_matter(pipe: CoDiPipeline) -> None:
+    kw = dict(inputs={"text": "a red ball rising"}, steps=3, seed=5, guidance_scale=2.0)
+    a = pipe(outputs=["image", "audio"], **kw)
+    b = pipe(outputs=["audio", "image"], **kw)
+    assert np.array_equal(np.asarray(a.image), np.asarray(b.image))
+    assert np.array_equal(a.audio.waveform, b.audio.waveform)
+    c = pipe(outputs=["image", "audio"], **{**kw, "seed": 6})
+    assert not np.array_equal(np.asarray(a.image), np.asarray(c.image))
+    r = pipe(inputs={"text": "x"}, outputs="image", steps=1)  # no seed: one is drawn and recorded
+    again = pipe(inputs={"text": "x"}, outputs="image", steps=1, seed=r.seed)
+    assert np.array_equal(np.asarray(r.image), np.asarray(again.image))
+
+
+def test_exact_step_count_and_progress(pipe: CoDiPipeline) -> None:
+    for sampler, steps in (("ddim", 7), ("dpm", 5)):
+        seen = []
+        pipe(
+            inputs={"text": "a"},
+            outputs="image",
+            steps=steps,
+            sampler=sampler,
+            seed=0,
+            progress=lambda i, n, seen=seen: seen.append((i, n)),
+        )
+        assert seen == [(i + 1, steps) for i in range(steps)]
+    seen = []
+    pipe(
+        inputs={"text": "a"},
+        outputs="image",
+        steps=30,
+        seed=0,
+        official_timestep_grid=True,
+        progress=lambda i, n: seen.append(n),
+    )
+    assert len(seen) == 31  # the released grid runs 31 steps for 30
+
+
+def test_guidance_one_and_coupling_modes(pipe: CoDiPipeline) -> None:
+    kw = dict(inputs={"text": "a green wedge"}, outputs=["video", "audio"], steps=2, seed=1)
+    off = pipe(guidance_scale=1.0, **kw)
+    on = pipe(guidance_scale=3.0, **kw)
+    assert not np.array_equal(off.video.frames, on.video.frames)
+    paper = pipe(coupling="paper", **kw)
+    official = pipe(coupling="official", **kw)
+    assert not np.array_equal(paper.audio.waveform, official.audio.waveform)
+
+
+def test_two_inputs_of_one_modality_compose(pipe: CoDiPipeline) -> None:
+    other = render_image(sample_scene(np.random.default_rng(9), color="red", shape="circle", motion="still"))
+    both = pipe(
+        inputs={"image": [INPUTS[Modality.IMAGE], other]},
+        weights={"image": [1.0, 3.0]},
+        outputs="text",
+        steps=1,
+        seed=2,
+    )
+    assert both.params["weights"] == [["image", 1.0], ["image", 3.0]]
+
+
+def test_num_samples_and_bf16(pipe: CoDiPipeline) -> None:
+    r = pipe(inputs={"text": "a"}, outputs=["image", "text"], steps=1, seed=0, num_samples=3)
+    assert len(r.images) == 3 and len(r.texts) == 3
+    half = CoDiPipeline(pipe.model.to(torch.bfloat16), dtype=torch.bfloat16)
+    try:
+        out = half(inputs={"text": "a", "audio": INPUTS[Modality.AUDIO]}, outputs=["image", "audio"], steps=2, seed=0)
+        check_result(half, out, [Modality.IMAGE, Modality.AUDIO])
+    finally:
+        pipe.model.to(torch.float32)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        (dict(outputs=[]), "choose at least one output"),
+        (dict(outputs=["smell"]), "unknown modality 'smell'"),
+        (dict(inputs={"text": "a"}, weights={"image": 1}), "weight was given for image"),
+        (dict(inputs={"text": "a"}, weights={"text": -1}), "finite number >= 0"),
+        (dict(inputs={"text": "a"}, weights={"text": 0}), "all input weights are 0"),
+        (dict(steps=0), "steps must be between"),
+        (dict(guidance_scale=float("nan")), "guidance scale"),
+        (dict(seed=-3), "seed must be between"),
+        (dict(inputs={"image": "/no/such/file.png"}), "cannot read image"),
+        (dict(inputs={"audio": "/no/such/file.wav"}), "audio file not found"),
+        (dict(inputs={"text": 5}), "text input must be a string"),
+    ],
+)
+def test_bad_requests_raise_clear_errors(pipe: CoDiPipeline, kwargs, message) -> None:
+    kwargs.setdefault("outputs", "image")
+    with pytest.raises(InputError, match=message):
+        pipe(**kwargs)
