@@ -60,6 +60,14 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--dtype", default="float32", choices=["float32", "float16", "bfloat16"])
     g.add_argument("--out", required=True, help="output folder")
     g.add_argument("--quiet", action="store_true", help="no progress bar")
+    e = sub.add_parser("eval", help="score a model on the Shapes & Tones world")
+    e.add_argument("--model", default="tiny", help="tiny (default) or a checkpoint folder trained on the world")
+    e.add_argument("--n", type=int, default=30, help="samples per task")
+    e.add_argument("--seed", type=int, default=1234, help="seed of the held-out scenes")
+    e.add_argument("--steps", type=int, default=None, help="sampler steps (default: the model's)")
+    e.add_argument("--guidance", type=float, default=None, help="guidance scale (default: the model's)")
+    e.add_argument("--device", default="cpu")
+    e.add_argument("--json", default="eval.json", help="where to write the scores as JSON ('' for none)")
     return p
 
 
@@ -194,6 +202,10 @@ def _progress_bar(quiet: bool, label: str):
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.command == "eval":
+        from codi.evaluate import main as evaluate_main
+
+        return evaluate_main(args)
     try:
         requests = read_batch(args.batch) if args.batch else [request_from_args(args)]
         pipe = CoDiPipeline.from_preset(args.model, device=args.device, dtype=args.dtype)
