@@ -64,25 +64,25 @@ def tiny_config() -> CoDiConfig:
         max_length=16,
     )
     image_vae = ImageVAEConfig(
-        autoencoder=KLAutoencoderConfig(ch=32, ch_mult=(1, 2, 2, 2), num_res_blocks=1, embed_dim=4),
+        autoencoder=KLAutoencoderConfig(ch=16, ch_mult=(1, 2, 2, 2), num_res_blocks=1, embed_dim=4, norm_groups=8),
         scale_factor=1.0,
     )
     audio_vae = AudioVAEConfig(
         autoencoder=KLAutoencoderConfig(
-            in_channels=1, out_channels=1, ch=32, ch_mult=(1, 2, 2), num_res_blocks=1, embed_dim=8
+            in_channels=1, out_channels=1, ch=16, ch_mult=(1, 2, 2), num_res_blocks=1, embed_dim=8, norm_groups=8
         ),
         vocoder=HifiGanConfig(upsample_initial_channel=64),
         mel=MelConfig(frames_per_second=100.0),
         scale_factor=1.0,
     )
 
-    def unet(channels: int, model: int, **kw) -> UNetConfig:
+    def unet(channels: int, model: int, mult: tuple[int, int] = (1, 1), **kw) -> UNetConfig:
         return UNetConfig(
             channels,
             model,
             channels,
             num_noattn_blocks=(1, 1),
-            channel_mult=(1, 2),
+            channel_mult=mult,
             with_attn=(True, True),
             channel_mult_connector=(1, 2),
             num_noattn_blocks_connector=(1, 1),
@@ -105,7 +105,7 @@ def tiny_config() -> CoDiConfig:
         audio_vae=audio_vae,
         unet_image=unet(4, 64, use_video_architecture=True),
         unet_audio=unet(8, 64),
-        unet_text=unet(TEXT_LATENT, 32),
+        unet_text=unet(TEXT_LATENT, 32, mult=(1, 2)),
         media=MediaConfig(
             image_size=64,
             num_frames=8,

@@ -11,25 +11,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from codi.models.temporal import ContinuousPositionBias, _eps_for
+from codi.models.temporal import TimeAxisLayerNorm as FrameLayerNorm
+
 MAX_FRAMES = 30  # length of the (unused in CLIP) positional / frame-rate embedding tables
-
-
-def _eps_for(x: Tensor) -> float:
-    return 1e-5 if x.dtype == torch.float32 else 1e-3
-
-
-class FrameLayerNorm(nn.Module):
-    """LayerNorm whose statistics run over the frame axis (dim 1) and whose gain is per channel."""
-
-    def __init__(self, dim: int) -> None:
-        super().__init__()
-        self.g = nn.Parameter(torch.ones(dim))
-
-    def forward(self, x: Tensor) -> Tensor:
-        """x [N,F,C] -> [N,F,C]; eps 1e-5 in float32, 1e-3 otherwise (official)."""
-        var = torch.var(x, dim=1, unbiased=False, keepdim=True)  # [N,1,C]
-        mean = x.mean(dim=1, keepdim=True)  # [N,1,C]
-        return (x - mean) * var.clamp(min=_eps_for(x)).rsqrt() * self.g  # [N,F,C]
 
 
 class ChanLayerNorm(nn.Module):
@@ -54,31 +39,6 @@ class GEGLU(nn.Module):
         """x [N,2D,F] -> [N,D,F] float32."""
         value, gate = x.float().chunk(2, dim=1)  # [N,D,F] each
         return value * F.gelu(gate)  # [N,D,F]
-
-
-class ContinuousPositionBias(nn.Module):
-    """Per-head attention bias from an MLP on signed log frame distances."""
-
-    def __init__(self, dim: int, heads: int) -> None:
-        super().__init__()
-        self.net = nn.ModuleList(
-            [
-                nn.Sequential(nn.Linear(1, dim), nn.SiLU()),
-                nn.Sequential(nn.Linear(dim, dim), nn.SiLU()),
-                nn.Linear(dim, heads),
-            ]
-        )
-
-    def forward(self, frames: int) -> Tensor:
-        """Returns the bias [heads,F,F] for `frames` frames (row = query frame i, column = key frame j)."""
-        weight = self.net[-1].weight
-        pos = torch.arange(frames, device=weight.device, dtype=torch.float32)  # [F]
-        rel = pos[:, None] - pos[None, :]  # [F,F] i - j
-        rel = torch.sign(rel) * torch.log(rel.abs() + 1)  # [F,F]
-        h = rel.to(weight.dtype).unsqueeze(-1)  # [F,F,1]
-        for layer in self.net:
-            h = layer(h)  # [F,F,dim] ... [F,F,heads]
-        return h.permute(2, 0, 1)  # [heads,F,F]
 
 
 class TemporalAttention(nn.Module):
