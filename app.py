@@ -1,0 +1,79 @@
+"""CoDi Studio: `python app.py` opens the app on the embedded tiny model (see README, "The Studio")."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # before gradio is imported: no outside calls
+os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    env = os.environ
+    p = argparse.ArgumentParser(description="CoDi Studio: any-to-any generation in the browser")
+    p.add_argument("--model", default="tiny", help="tiny (default, embedded), official, or a checkpoint folder")
+    p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda, cuda:1, mps ...")
+    p.add_argument(
+        "--dtype",
+        default="auto",
+        choices=["auto", "float32", "float16", "bfloat16"],
+        help="auto: float16 for the official model on a GPU, float32 otherwise",
+    )
+    p.add_argument("--host", default=env.get("GRADIO_SERVER_NAME", "127.0.0.1"), help="address to listen on")
+    p.add_argument("--port", type=int, default=int(env.get("GRADIO_SERVER_PORT", "7860")))
+    p.add_argument("--share", action="store_true", help="also serve through a public gradio.live link")
+    p.add_argument("--recordings", default="recordings", help="folder of saved recordings")
+    p.add_argument(
+        "--runs",
+        default=str(Path(tempfile.gettempdir()) / "codi-studio-runs"),
+        help="scratch folder for the latest runs' files (the newest 64 are kept)",
+    )
+    p.add_argument("--examples", default=None, help="examples.json of the gallery (default: assets/examples.json)")
+    p.add_argument("--queue-size", type=int, default=16, help="requests that may wait for the model")
+    return p.parse_args(argv)
+
+
+def resolve_device(device: str, dtype: str, model: str) -> tuple[str, str]:
+    import torch
+
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    if dtype == "auto":
+        dtype = "float16" if model == "official" and not device.startswith("cpu") else "float32"
+    return device, dtype
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    from codi.presets import default_threads
+    from ui.app import create_demo, launch_options
+    from ui.engine import Engine
+    from ui.examples import DEFAULT_EXAMPLES
+
+    device, dtype = resolve_device(args.device, args.dtype, args.model)
+    if device == "cpu":
+        default_threads()
+    try:
+        engine = Engine.load(args.model, device=device, dtype=dtype, runs_dir=args.runs)
+    except (FileNotFoundError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    info = engine.info
+    print(f"CoDi Studio: model {info.name} ({info.source}) on {info.device}/{info.dtype}", file=sys.stderr)
+    if info.random_weights:
+        print("warning: checkpoints/tiny not found: the tiny model has RANDOM weights (noise)", file=sys.stderr)
+    if info.problem:
+        print(f"warning: {info.problem}", file=sys.stderr)
+    examples = args.examples or DEFAULT_EXAMPLES
+    demo = create_demo(engine, recordings_dir=args.recordings, examples_path=examples, queue_size=args.queue_size)
+    options = launch_options(engine, args.recordings, examples)
+    demo.launch(server_name=args.host, server_port=args.port, share=args.share, **options)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,259 @@
+"""CoDi Studio without a browser: the page builds, and its handlers run real generations with the tiny model."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import gradio as gr
+import pytest
+import torch
+
+from ui.app import create_demo, launch_options
+from ui.engine import Cancelled, Engine, GenerationRequest
+from ui.examples import DEFAULT_EXAMPLES, load_examples
+from ui.handlers import (
+    DETAIL_FIELDS,
+    FORM_FIELDS,
+    RESULT_FIELDS,
+    VIEW_FIELDS,
+    Studio,
+    form_to_request,
+    request_to_form,
+)
+from ui.recordings import delete_recording, list_recordings, save_recording
+from ui.theme import banner_html
+
+STEPS = 3  # enough to exercise every stage; outputs are not judged here
+BASE = {
+    "text": "",
+    "image": None,
+    "video": None,
+    "audio": None,
+    "text_weight": 1.0,
+    "image_weight": 1.0,
+    "video_weight": 1.0,
+    "audio_weight": 1.0,
+    "outputs": ["image"],
+    "steps": STEPS,
+    "guidance": 2.0,
+    "sampler": "ddim",
+    "seed": 11,
+    "randomize_seed": False,
+    "coupling": "paper",
+    "num_samples": 1,
+}
+# The combinations the paper shows; the example gallery must cover every one of them.
+COMBINATIONS = {
+    ("text", "image"), ("image", "text"), ("text", "audio"), ("audio", "text"), ("image", "audio"),
+    ("audio", "image"), ("text", "video"), ("video", "text"), ("text+audio", "image"), ("text", "text+image"),
+    ("text", "video+audio"), ("text+image+audio", "video+audio"),
+}  # fmt: skip
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """The tiny model is fastest on one thread, and robust to a busy machine (no spinning thread pool)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def engine(tmp_path_factory) -> Engine:
+    return Engine.load("tiny", runs_dir=tmp_path_factory.mktemp("runs"), keep_runs=4)
+
+
+@pytest.fixture
+def studio(engine, tmp_path) -> Studio:
+    examples = tmp_path / "assets" / "examples.json"
+    shutil.copytree(DEFAULT_EXAMPLES.parent / "examples", examples.parent / "examples")
+    shutil.copyfile(DEFAULT_EXAMPLES, examples)  # exports go to a copy, never to the repo
+    return Studio(engine, tmp_path / "recordings", examples)
+
+
+def generate(studio: Studio, **values) -> dict:
+    form = {**BASE, **values}
+    result = dict(zip(RESULT_FIELDS, studio.generate(*[form[k] for k in FORM_FIELDS])))
+    result["visible"] = dict(
+        zip(VIEW_FIELDS, (u.get("visible", u.get("interactive")) for u in studio.show(result["run_folder"])))
+    )
+    return result
+
+
+def select(index: int) -> gr.SelectData:
+    return gr.SelectData(None, {"index": index, "value": None, "selected": True})
+
+
+def asset(name: str) -> str:
+    return str(DEFAULT_EXAMPLES.parent / "examples" / name)
+
+
+def test_page_builds_with_named_api(engine, tmp_path):
+    demo = create_demo(engine, recordings_dir=tmp_path / "rec")
+    assert isinstance(demo, gr.Blocks)
+    public = [f for f in demo.fns.values() if f.api_visibility == "public"]
+    assert [f.api_name for f in public] == ["generate"]  # the one public endpoint; UI-only events are private
+    assert public[0].concurrency_limit == 1 and public[0].concurrency_id == "model"
+    assert demo._queue.max_size == 16
+    config = str(demo.get_config_file())
+    assert "Model: tiny" in config and "CoDi Studio" in config
+    assert engine.outputs == ["text", "image", "video", "audio"]
+    options = launch_options(engine, tmp_path / "rec")
+    assert options["ssr_mode"] is False and str(engine.runs_dir.resolve()) in options["allowed_paths"]
+
+
+def test_generate_text_to_image_and_audio(studio):
+    out = generate(studio, text="a red circle", outputs=["image", "audio"])
+    folder = Path(out["run_folder"])
+    assert Path(out["image_out"]).name == "image.png" and Path(out["audio_out"]).name == "audio.wav"
+    assert out["video_out"] is None and out["text_out"] is None and out["samples"] is None
+    assert out["visible"] == {"text_out": False, "image_out": True, "video_out": False, "audio_out": True,
+                              "samples": False, "files": True, "save_btn": True}  # fmt: skip
+    assert out["seed"] == 11 and "seed `11`" in out["summary"] and "“a red circle”" in out["summary"]
+    assert {Path(p).name for p in out["files"]} == {"image.png", "audio.wav", "result.json"}
+    params = out["params"]["params"]
+    assert params["steps"] == STEPS and params["outputs"] == ["image", "audio"] and params["coupling"] == "paper"
+    request = json.loads((folder / "request.json").read_text())
+    assert request["seed"] == 11 and request["text"] == "a red circle"
+
+
+def test_video_output_has_generated_audio_muxed(studio):
+    from codi.media import _probe
+
+    out = generate(studio, text="a blue square sliding left", outputs=["video", "audio"])
+    _, _, _, has_audio = _probe(Path(out["video_out"]))
+    assert has_audio and out["visible"]["video_out"] and out["visible"]["audio_out"]
+
+
+def test_random_seed_is_reported_and_reproduces(studio):
+    first = generate(studio, text="a green wedge", outputs=["image", "text"], randomize_seed=True)
+    again = generate(studio, text="a green wedge", outputs=["image", "text"], seed=first["seed"])
+    assert Path(first["image_out"]).read_bytes() == Path(again["image_out"]).read_bytes()
+    assert first["text_out"] == again["text_out"] and first["visible"]["text_out"]
+
+
+def test_several_samples_fill_the_gallery(studio):
+    out = generate(studio, text="a blue ball", outputs=["image", "text"], num_samples=2)
+    assert [Path(p).name for p in out["samples"]] == ["image.png", "image_1.png"] and out["visible"]["samples"]
+    assert out["text_out"].startswith("1. ") and "\n2. " in out["text_out"]
+    assert out["params"]["params"]["num_samples"] == 2
+
+
+def test_user_errors_are_messages_not_tracebacks(studio, tmp_path):
+    with pytest.raises(gr.Error, match="at least one output"):
+        generate(studio, text="x", outputs=[])
+    broken = tmp_path / "broken.png"
+    broken.write_bytes(b"not an image")
+    with pytest.raises(gr.Error, match="cannot read image"):
+        generate(studio, image=str(broken))
+    with pytest.raises(gr.Error, match="weights are 0"):
+        generate(studio, text="x", text_weight=0.0)
+    with pytest.raises(gr.Error, match="Generate something first"):
+        studio.save(None, "")
+
+
+def test_cancel_stops_between_steps(engine):
+    seen = []
+
+    def progress(done: int, total: int) -> None:
+        seen.append(done)
+        if done == 2:
+            engine.request_stop("session-a")
+
+    before = set(engine.runs_dir.iterdir())
+    with pytest.raises(Cancelled):
+        engine.run(GenerationRequest(text="a red circle", steps=10, seed=1), progress, session="session-a")
+    assert seen == [1, 2] and set(engine.runs_dir.iterdir()) == before  # stopped at step 3, nothing written
+    assert not engine.request_stop("session-a")  # nothing left running
+
+
+def test_recording_roundtrip_regenerates_identically(studio):
+    out = generate(studio, text="a circle", audio=asset("text-audio-to-image/audio.wav"), audio_weight=0.5,
+                   image=asset("image-to-text/image.png"), outputs=["image", "text"], seed=5)  # fmt: skip
+    status, gallery, ids = studio.save(out["run_folder"], "circle and tone")
+    assert "Saved" in status and len(gallery) == len(ids) == 1
+    rec = list_recordings(studio.recordings_dir)[0]
+    assert rec.title == "circle and tone" and rec.thumbnail.exists()
+    assert {p.name for p in (rec.folder / "inputs").iterdir()} == {"image.png", "audio.wav"}
+    assert not [p for p in studio.recordings_dir.iterdir() if p.name.startswith(".")]  # no temporary left
+    detail = dict(zip(DETAIL_FIELDS, studio.select_recording(ids, select(0))))
+    assert detail["selected"] == rec.id and "circle and tone" in detail["detail"]
+    *form, tab = studio.reload(rec.id)
+    values = dict(zip(FORM_FIELDS, form))
+    assert values["seed"] == 5 and values["randomize_seed"] is False and values["audio_weight"] == 0.5
+    assert Path(values["audio"]).read_bytes() == Path(asset("text-audio-to-image/audio.wav")).read_bytes()
+    again = generate(studio, **values)
+    assert Path(again["image_out"]).read_bytes() == rec.output("image").read_bytes()
+    assert again["text_out"] == rec.text
+
+
+def test_export_recording_as_example(studio):
+    out = generate(studio, text="a yellow box", image=asset("image-to-audio/image.png"), outputs=["audio"], seed=3)
+    studio.save(out["run_folder"], "")
+    rec = list_recordings(studio.recordings_dir)[0]
+    status, gallery, ids = studio.export(rec.id, "My yellow box")
+    assert "Exported" in status and ids[-1] == "my-yellow-box"
+    example = load_examples(studio.examples_path)[-1]
+    assert example.request.text == "a yellow box" and example.request.seed == 3 and Path(example.request.image).exists()
+    assert example.thumbnail.exists() and example.kind == "text + image → audio"
+    form = dict(zip(FORM_FIELDS, studio.select_example(ids, select(len(ids) - 1))))
+    assert form["text"] == "a yellow box" and form["outputs"] == ["audio"] and form["steps"] == STEPS
+
+
+def test_delete_and_failed_save_leave_nothing_behind(studio, engine, monkeypatch):
+    out = generate(studio, text="a red circle")
+    rec = save_recording(out["run_folder"], studio.recordings_dir, engine.info)
+    delete_recording(studio.recordings_dir, rec.id)
+    assert list(studio.recordings_dir.iterdir()) == []
+
+    def broken_card(*args, **kwargs):
+        raise OSError("disk full")
+
+    monkeypatch.setattr("ui.recordings.card_for", broken_card)
+    with pytest.raises(OSError):
+        save_recording(out["run_folder"], studio.recordings_dir, engine.info)
+    assert list(studio.recordings_dir.iterdir()) == []  # the half-written copy was removed
+
+
+def test_examples_cover_the_papers_combinations_and_run(studio):
+    examples = load_examples(DEFAULT_EXAMPLES, "tiny")
+    kinds = {("+".join(e.request.inputs()), "+".join(e.request.outputs)) for e in examples}
+    assert kinds >= COMBINATIONS
+    gallery, ids = studio.examples()
+    assert len(gallery) == len(examples) and all(Path(thumb).exists() for thumb, _ in gallery)
+    for e in examples:  # every example is a valid request for the tiny model
+        form = dict(zip(FORM_FIELDS, request_to_form(e.request, studio.engine.defaults)))
+        out = generate(studio, **{**form, "steps": 1})
+        assert out["params"]["params"]["outputs"] == e.request.outputs
+
+
+def test_form_request_mapping():
+    request = form_to_request({**BASE, "outputs": "video,audio", "randomize_seed": True, "image": ""})
+    assert request.seed is None and request.outputs == ["video", "audio"] and request.image is None
+    back = dict(zip(FORM_FIELDS, request_to_form(request, {"steps": 9, "guidance": 3.0, "sampler": "dpm",
+                                                           "coupling": "official"})))  # fmt: skip
+    assert back["randomize_seed"] is True and back["steps"] == STEPS and back["outputs"] == ["video", "audio"]
+
+
+def test_banner_says_which_model_and_problems(engine, tmp_path):
+    html = banner_html(engine.info)
+    assert "Model: tiny" in html and engine.info.device in html
+    assert ("RANDOM WEIGHTS" in html) == engine.info.random_weights
+    missing = Engine.load("official", runs_dir=tmp_path, cache_dir=str(tmp_path / "hf"))
+    assert missing.pipe is None and "hf download ZinengTang/CoDi" in missing.info.problem
+    assert "not loaded" in banner_html(missing.info) and "hf download" in banner_html(missing.info)
+    with pytest.raises(gr.Error, match="official CoDi weights"):
+        generate(Studio(missing, tmp_path / "rec", DEFAULT_EXAMPLES), text="rain on a tin roof")
+
+
+def test_app_arguments():
+    import app
+
+    args = app.parse_args([])
+    assert (args.model, args.host, args.port, args.share) == ("tiny", "127.0.0.1", 7860, False)
+    assert app.resolve_device("cpu", "auto", "official") == ("cpu", "float32")
+    args = app.parse_args(["--model", "official", "--device", "cuda", "--dtype", "float16", "--port", "9000"])
+    assert (args.model, args.device, args.dtype, args.port) == ("official", "cuda", "float16", 9000)

@@ -1,0 +1,269 @@
+"""The model the Studio serves: loading it (or saying why it cannot), running requests, writing run folders."""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from codi.cli import save_result
+from codi.hub import WeightsNotFoundError, download_command
+from codi.modality import ALL_MODALITIES
+from codi.pipeline import CoDiPipeline, GenerationResult
+
+MODALITY_NAMES: tuple[str, ...] = tuple(m.value for m in ALL_MODALITIES)  # text, image, video, audio
+INPUT_FILE_MODALITIES: tuple[str, ...] = ("image", "video", "audio")
+REQUEST_FILE = "request.json"
+RESULT_FILE = "result.json"
+
+log = logging.getLogger(__name__)
+
+PURPOSES = {
+    "tiny": (
+        "A small CoDi trained by this repo on the Shapes & Tones world: red, green, blue and yellow circles, squares "
+        "and triangles that move up, down, left, right or stay still, and tones whose pitch, timbre and glide say "
+        "the same. Try “a red circle moving up”. It runs offline on a CPU in about a second and knows nothing "
+        "outside that world."
+    ),
+    "official": (
+        "The released CoDi weights (ZinengTang/CoDi): open-domain text, images, 8-frame video and 10 s audio. "
+        "Meant for a GPU with 24 GB or more; a run takes tens of seconds there and minutes on a CPU."
+    ),
+}
+
+
+class Cancelled(Exception):
+    """The user cancelled a running generation."""
+
+
+@dataclass
+class ModelInfo:
+    """What the banner says: which model is loaded, from where, what for, and any problem."""
+
+    name: str
+    source: str
+    purpose: str
+    device: str = "cpu"
+    dtype: str = "float32"
+    random_weights: bool = False
+    problem: str | None = None  # set when no model could be loaded (e.g. official weights absent)
+
+    @property
+    def available(self) -> bool:
+        return self.problem is None
+
+
+@dataclass
+class GenerationRequest:
+    """One Studio request: the inputs (text and file paths), their weights, the outputs and every setting."""
+
+    text: str = ""
+    image: str | None = None
+    video: str | None = None
+    audio: str | None = None
+    weights: dict[str, float] = field(default_factory=lambda: dict.fromkeys(MODALITY_NAMES, 1.0))
+    outputs: list[str] = field(default_factory=lambda: ["image"])
+    steps: int | None = None
+    guidance: float | None = None
+    sampler: str | None = None
+    seed: int | None = None  # None: a random seed, recorded with the run
+    coupling: str | None = None
+    num_samples: int = 1
+
+    def inputs(self) -> dict[str, str]:
+        """The non-empty inputs by modality name."""
+        values = {"text": (self.text or "").strip(), "image": self.image, "video": self.video, "audio": self.audio}
+        return {k: v for k, v in values.items() if v}
+
+    def pipeline_kwargs(self) -> dict[str, Any]:
+        """Keyword arguments of `CoDiPipeline.__call__` (weights only for the inputs given)."""
+        inputs = self.inputs()
+        return {
+            "inputs": inputs,
+            "outputs": list(self.outputs),
+            "weights": {k: float(self.weights.get(k, 1.0)) for k in inputs},
+            "steps": self.steps,
+            "guidance_scale": self.guidance,
+            "sampler": self.sampler,
+            "seed": self.seed,
+            "coupling": self.coupling,
+            "num_samples": int(self.num_samples),
+        }
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> GenerationRequest:
+        """Inverse of `to_dict`; unknown keys are ignored so older recordings still load."""
+        known = set(cls.__dataclass_fields__)
+        return cls(**{k: v for k, v in d.items() if k in known})
+
+
+@dataclass
+class Run:
+    """A finished generation: its folder (outputs, copied inputs, request.json, result.json) and what it made."""
+
+    folder: Path
+    request: GenerationRequest  # with the seed actually used and input paths inside `folder`
+    result: GenerationResult
+    files: list[Path]
+
+    def output(self, name: str) -> Path | None:
+        """The first sample's file for an output kind ('image', 'video', 'audio', 'text'), if generated."""
+        suffix = {"image": ".png", "video": ".mp4", "audio": ".wav", "text": ".txt"}[name]
+        path = self.folder / f"{name}{suffix}"
+        return path if path.exists() else None
+
+
+ProgressFn = Callable[[int, int], None]
+
+
+class Engine:
+    """A CoDi pipeline (or the reason there is none) plus the folder where runs are written."""
+
+    def __init__(self, pipe: CoDiPipeline | None, info: ModelInfo, runs_dir: str | Path, keep_runs: int = 64) -> None:
+        self.pipe = pipe
+        self.info = info
+        self.runs_dir = Path(runs_dir)
+        self.keep_runs = keep_runs
+        self._stops: dict[str, threading.Event] = {}
+        self._lock = threading.Lock()
+
+    @classmethod
+    def load(
+        cls,
+        model: str = "tiny",
+        device: str = "cpu",
+        dtype: str = "float32",
+        runs_dir: str | Path = "outputs/studio-runs",
+        allow_random: bool = True,
+        keep_runs: int = 64,
+        **preset_kwargs: Any,
+    ) -> Engine:
+        """Loads a preset ('tiny', 'official') or checkpoint folder; absent official weights give an engine
+        without a pipeline whose `info.problem` holds the download command (the app shows it)."""
+        try:
+            kwargs = {"allow_random": allow_random, **preset_kwargs}
+            pipe = CoDiPipeline.from_preset(model, device=device, dtype=dtype, **kwargs)
+        except WeightsNotFoundError as e:
+            log.warning("official weights not loaded: %s", e)
+            problem = (
+                "The official CoDi weights are not on this machine. Download them once (about 15 GB) with:\n"
+                f"{download_command()}"
+            )
+            info = ModelInfo(model, "not loaded", PURPOSES.get(model, ""), device, dtype, problem=problem)
+            return cls(None, info, runs_dir, keep_runs)
+        return cls(pipe, model_info(pipe, model, device, dtype), runs_dir, keep_runs)
+
+    @property
+    def defaults(self) -> dict[str, Any]:
+        """The model's default steps, guidance, sampler and coupling (tiny: 25, 2.0, ddim, paper)."""
+        if self.pipe is None:
+            return {"steps": 50, "guidance": 7.5, "sampler": "ddim", "coupling": "official"}
+        d = self.pipe.config.defaults
+        return {"steps": d.steps, "guidance": d.guidance_scale, "sampler": d.sampler, "coupling": d.coupling}
+
+    @property
+    def outputs(self) -> list[str]:
+        """The output modalities this model can generate (all four for the tiny and official models)."""
+        if self.pipe is None:
+            return list(MODALITY_NAMES)
+        return [m.value for m in ALL_MODALITIES if self.pipe.model.can_generate(m)]
+
+    def request_stop(self, session: str) -> bool:
+        """Asks the run of `session` to stop at its next sampler step; True when one was running."""
+        with self._lock:
+            event = self._stops.get(session)
+        if event is None:
+            return False
+        event.set()
+        return True
+
+    def run(self, request: GenerationRequest, progress: ProgressFn | None = None, session: str = "") -> Run:
+        """Generates `request` into a new run folder.
+
+        Args:
+            request: the inputs, outputs and settings.
+            progress: called with (steps done, total steps) after each sampler step.
+            session: an id under which `request_stop` can cancel this run.
+        Returns:
+            the Run (outputs written with `codi.cli.save_result`, inputs copied, request.json with the seed used).
+        Raises:
+            Cancelled when stopped; InputError / MediaError for bad requests.
+        """
+        if self.pipe is None:
+            raise WeightsNotFoundError(self.info.problem or "no model is loaded")
+        stop = threading.Event()
+        with self._lock:
+            self._stops[session] = stop
+
+        def on_step(done: int, total: int) -> None:
+            if stop.is_set():
+                raise Cancelled("generation cancelled")
+            if progress is not None:
+                progress(done, total)
+
+        try:
+            result = self.pipe(**request.pipeline_kwargs(), progress=on_step)
+        finally:
+            with self._lock:
+                if self._stops.get(session) is stop:
+                    del self._stops[session]
+        return self._write_run(request, result)
+
+    def _write_run(self, request: GenerationRequest, result: GenerationResult) -> Run:
+        folder = self.runs_dir / f"{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
+        folder.mkdir(parents=True)
+        used = GenerationRequest.from_dict({**request.to_dict(), "seed": result.seed})
+        used.steps = result.params.get("steps", used.steps)
+        used.guidance = result.params.get("guidance_scale", used.guidance)
+        used.sampler = result.params.get("sampler", used.sampler)
+        used.coupling = result.params.get("coupling", used.coupling)
+        stored = GenerationRequest.from_dict(used.to_dict())
+        for name in INPUT_FILE_MODALITIES:  # keep the exact input bytes: a run can be replayed from its folder
+            src = getattr(request, name)
+            if src:
+                rel = f"inputs/{name}{Path(src).suffix.lower() or '.bin'}"
+                (folder / "inputs").mkdir(exist_ok=True)
+                shutil.copyfile(src, folder / rel)
+                setattr(stored, name, rel)
+                setattr(used, name, str(folder / rel))
+        files = save_result(result, folder, {k: v for k, v in stored.inputs().items() if k != "text"})
+        (folder / REQUEST_FILE).write_text(json.dumps(stored.to_dict(), indent=2) + "\n")
+        self._prune(keep=folder)
+        return Run(folder=folder, request=used, result=result, files=files)
+
+    def _prune(self, keep: Path) -> None:
+        """Keeps the newest `keep_runs` run folders, `keep` among them (saved recordings are copies elsewhere)."""
+        runs = sorted((p for p in self.runs_dir.iterdir() if p.is_dir() and p != keep), key=lambda p: p.stat().st_mtime)
+        for old in runs[: max(0, len(runs) + 1 - self.keep_runs)]:
+            shutil.rmtree(old, ignore_errors=True)
+
+
+def model_info(pipe: CoDiPipeline, model: str, device: str, dtype: str) -> ModelInfo:
+    """Describes a loaded pipeline for the banner."""
+    name = pipe.config.name
+    random_weights = "RANDOM" in pipe.source
+    purpose = PURPOSES.get(name, pipe.config.description)
+    if model not in ("tiny", "official"):
+        purpose = f"{pipe.config.description} (checkpoint folder {model})"
+    return ModelInfo(name, pipe.source, purpose, str(device), str(dtype), random_weights=random_weights)
+
+
+def read_run_request(folder: str | Path) -> GenerationRequest:
+    """The request stored in a run or recording folder, its input paths made absolute."""
+    folder = Path(folder)
+    request = GenerationRequest.from_dict(json.loads((folder / REQUEST_FILE).read_text()))
+    for name in INPUT_FILE_MODALITIES:
+        rel = getattr(request, name)
+        if rel:
+            setattr(request, name, str((folder / rel).resolve()))
+    return request

@@ -1,0 +1,304 @@
+"""Thin event handlers: form values -> engine / recordings / examples -> component updates, errors as messages."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import gradio as gr
+
+from codi.conditions import InputError
+from codi.hub import WeightsNotFoundError
+from codi.media import MediaError
+from ui.engine import RESULT_FILE, Cancelled, Engine, GenerationRequest, Run, read_run_request
+from ui.examples import Example, export_example, load_examples
+from ui.recordings import OUTPUT_FILES, Recording, delete_recording, find_recording, list_recordings, save_recording
+
+log = logging.getLogger(__name__)
+
+# Order of the form components (create_demo wires them in this order; the API takes these names).
+FORM_FIELDS = (
+    "text",
+    "image",
+    "video",
+    "audio",
+    "text_weight",
+    "image_weight",
+    "video_weight",
+    "audio_weight",
+    "outputs",
+    "steps",
+    "guidance",
+    "sampler",
+    "seed",
+    "randomize_seed",
+    "coupling",
+    "num_samples",
+)
+# Order of the result components that `generate` updates.
+RESULT_FIELDS = ("summary", "text_out", "image_out", "video_out", "audio_out", "samples", "files", "params", "seed",
+                 "run_folder")  # fmt: skip
+# Order of the components whose visibility `show` sets after a run.
+VIEW_FIELDS = ("text_out", "image_out", "video_out", "audio_out", "samples", "files", "save_btn")
+DETAIL_FIELDS = ("selected", "detail", "text_out", "image_out", "video_out", "audio_out", "files", "params", "actions")
+USER_ERRORS = (InputError, MediaError, WeightsNotFoundError, FileNotFoundError)
+
+
+@contextlib.contextmanager
+def user_errors(action: str) -> Iterator[None]:
+    """Turns engine errors into gr.Error messages (never a traceback in the page; the log keeps it)."""
+    try:
+        yield
+    except gr.Error:
+        raise
+    except USER_ERRORS as e:
+        raise gr.Error(str(e), title=f"Cannot {action}", print_exception=False) from None
+    except Exception as e:  # an engine bug: keep the form, say what failed, log the traceback
+        log.exception("%s failed", action)
+        message = f"{type(e).__name__}: {str(e)[:300]} (details in the server log)"
+        raise gr.Error(message, title=f"Could not {action}", print_exception=False) from None
+
+
+def form_to_request(values: dict[str, Any]) -> GenerationRequest:
+    """Form values by FORM_FIELDS name -> a GenerationRequest (random seed when `randomize_seed`)."""
+    seed = values.get("seed")
+    if values.get("randomize_seed") or seed in (None, ""):
+        seed = None
+    outputs = values.get("outputs") or []
+    if isinstance(outputs, str):
+        outputs = [o.strip() for o in outputs.split(",") if o.strip()]
+    return GenerationRequest(
+        text=values.get("text") or "",
+        image=values.get("image") or None,
+        video=values.get("video") or None,
+        audio=values.get("audio") or None,
+        weights={m: float(values.get(f"{m}_weight", 1.0) or 0.0) for m in ("text", "image", "video", "audio")},
+        outputs=list(outputs),
+        steps=int(values["steps"]) if values.get("steps") is not None else None,
+        guidance=float(values["guidance"]) if values.get("guidance") is not None else None,
+        sampler=values.get("sampler") or None,
+        seed=int(seed) if seed is not None else None,
+        coupling=values.get("coupling") or None,
+        num_samples=int(values.get("num_samples") or 1),
+    )
+
+
+def request_to_form(request: GenerationRequest, defaults: dict[str, Any]) -> list[Any]:
+    """A request -> values for the FORM_FIELDS components (model defaults where the request has none)."""
+    values = {
+        "text": request.text,
+        "image": request.image,
+        "video": request.video,
+        "audio": request.audio,
+        **{f"{m}_weight": float(request.weights.get(m, 1.0)) for m in ("text", "image", "video", "audio")},
+        "outputs": list(request.outputs),
+        "steps": request.steps if request.steps is not None else defaults["steps"],
+        "guidance": request.guidance if request.guidance is not None else defaults["guidance"],
+        "sampler": request.sampler or defaults["sampler"],
+        "seed": request.seed if request.seed is not None else 0,
+        "randomize_seed": request.seed is None,
+        "coupling": request.coupling or defaults["coupling"],
+        "num_samples": request.num_samples,
+    }
+    return [values[k] for k in FORM_FIELDS]
+
+
+def summary_markdown(request: GenerationRequest, params: dict[str, Any], timings: dict[str, float], note: str) -> str:
+    """One line of what was made and how, then the inputs with their weights."""
+    outs = " + ".join(params.get("outputs", request.outputs))
+    total = timings.get("total_s", 0.0)
+    line = (
+        f"**{outs}** in {total:.2f} s · seed `{params.get('seed')}` · {params.get('steps')} "
+        f"{params.get('sampler')} steps · guidance {params.get('guidance_scale')} · coupling {params.get('coupling')}"
+    )
+    weights = dict(params.get("weights") or [])
+    parts = []
+    for name, value in request.inputs().items():
+        shown = f"“{value}”" if name == "text" else Path(value).name
+        parts.append(f"{name} {shown} (weight {weights.get(name, request.weights.get(name, 1.0)):g})")
+    inputs = "from " + " + ".join(parts) if parts else "unconditional (no inputs)"
+    return f"{line}  \n{inputs}{note}"
+
+
+def _media_updates(texts: list[str], image: Path | None, video: Path | None, audio: Path | None) -> list[Any]:
+    text_value = texts[0] if len(texts) == 1 else "\n".join(f"{i + 1}. {t}" for i, t in enumerate(texts))
+    return [
+        gr.update(value=text_value, visible=bool(texts)),
+        gr.update(value=str(image) if image else None, visible=image is not None),
+        gr.update(value=str(video) if video else None, visible=video is not None),
+        gr.update(value=str(audio) if audio else None, visible=audio is not None),
+    ]
+
+
+class Studio:
+    """The handlers of one Studio page, bound to an engine and to the recordings and examples folders."""
+
+    def __init__(self, engine: Engine, recordings_dir: str | Path, examples_path: str | Path) -> None:
+        self.engine = engine
+        self.recordings_dir = Path(recordings_dir)
+        self.examples_path = Path(examples_path)
+
+    # -- generation --------------------------------------------------------------------------------------
+    def generate(
+        self,
+        text: str | None = None,
+        image: str | None = None,
+        video: str | None = None,
+        audio: str | None = None,
+        text_weight: float = 1.0,
+        image_weight: float = 1.0,
+        video_weight: float = 1.0,
+        audio_weight: float = 1.0,
+        outputs: list[str] | None = None,
+        steps: int | None = None,
+        guidance: float | None = None,
+        sampler: str | None = None,
+        seed: int | None = None,
+        randomize_seed: bool = False,
+        coupling: str | None = None,
+        num_samples: int = 1,
+        request: gr.Request | None = None,
+        progress: gr.Progress = gr.Progress(),  # noqa: B008 (gradio injects the tracker through this default)
+    ) -> list[Any]:
+        """Generates the chosen outputs from the form; returns values for RESULT_FIELDS."""
+        values = {k: v for k, v in locals().items() if k in FORM_FIELDS}  # the parameters above, by name
+        req = form_to_request(values)
+        if not req.outputs:
+            raise gr.Error("Tick at least one output (text, image, video or audio).", title="Nothing to generate")
+        session = getattr(request, "session_hash", None) or ""
+        progress(0, desc="Encoding inputs")
+        start = time.perf_counter()
+
+        def on_step(done: int, total: int) -> None:
+            rate = (time.perf_counter() - start) / done
+            desc = "Decoding" if done == total else f"Denoising · about {rate * (total - done):.0f} s left"
+            progress((done, total), desc=desc, unit="steps")
+
+        with user_errors("generate"):
+            try:
+                run = self.engine.run(req, on_step, session=session)
+            except Cancelled:
+                gr.Warning("Generation cancelled; nothing was changed.")
+                return [gr.skip() for _ in RESULT_FIELDS]
+        return self.result_updates(run)
+
+    def result_updates(self, run: Run) -> list[Any]:
+        """Plain values for RESULT_FIELDS showing a finished run (API clients get these as they are)."""
+        r = run.result
+        note = " · **random weights**" if self.engine.info.random_weights else ""
+        texts = r.texts
+        text = texts[0] if len(texts) == 1 else "\n".join(f"{i + 1}. {t}" for i, t in enumerate(texts))
+        samples = sorted(run.folder.glob("image*.png")) + sorted(run.folder.glob("video*.mp4"))
+        return [
+            summary_markdown(run.request, r.params, r.timings, note),
+            text or None,
+            *(str(p) if p else None for p in (run.output("image"), run.output("video"), run.output("audio"))),
+            [str(p) for p in samples] if r.params.get("num_samples", 1) > 1 else None,
+            [str(p) for p in run.files],
+            json.loads((run.folder / RESULT_FILE).read_text()),
+            r.seed,
+            str(run.folder),
+        ]
+
+    def show(self, run_folder: str | None) -> list[Any]:
+        """After a run: shows the result components it filled and hides the others (VIEW_FIELDS)."""
+        folder = Path(run_folder) if run_folder else None
+        has = {k: bool(folder and (folder / f).exists()) for k, f in OUTPUT_FILES.items()}
+        request = read_run_request(folder) if folder else None
+        many = bool(request and request.num_samples > 1 and (has["image"] or has["video"]))
+        flags = [has["text"], has["image"], has["video"], has["audio"], many, folder is not None]
+        return [*(gr.update(visible=v) for v in flags), gr.update(interactive=folder is not None)]
+
+    def cancel(self, request: gr.Request | None = None) -> None:
+        """Stops this page's running generation at its next sampler step."""
+        if self.engine.request_stop(getattr(request, "session_hash", None) or ""):
+            gr.Info("Cancelling…", duration=3)
+
+    # -- recordings --------------------------------------------------------------------------------------
+    def save(self, run_folder: str | None, title: str) -> tuple[str, Any, list[str]]:
+        """Saves the last run as a recording; returns (status, history gallery, history ids)."""
+        if not run_folder:
+            raise gr.Error("Generate something first, then save it.", title="Nothing to save")
+        with user_errors("save the recording"):
+            rec = save_recording(run_folder, self.recordings_dir, self.engine.info, title)
+        gallery, ids = self.history()
+        return f"Saved **{rec.title}** to `{rec.folder}`", gallery, ids
+
+    def history(self) -> tuple[list[tuple[str, str]], list[str]]:
+        """The History gallery value (thumbnail, caption) and the recording ids in the same order."""
+        recs = list_recordings(self.recordings_dir)
+        return [(str(r.thumbnail), r.caption()) for r in recs], [r.id for r in recs]
+
+    def select_recording(self, ids: list[str], evt: gr.SelectData) -> list[Any]:
+        """Shows the recording clicked in the History gallery; returns updates for DETAIL_FIELDS."""
+        index = evt.index if isinstance(evt.index, int) else evt.index[0]
+        with user_errors("open the recording"):
+            rec = find_recording(self.recordings_dir, ids[index])
+        return self.detail_updates(rec)
+
+    def detail_updates(self, rec: Recording) -> list[Any]:
+        texts = [rec.text] if rec.output("text") else []
+        media = _media_updates(texts, rec.output("image"), rec.output("video"), rec.output("audio"))
+        params = rec.result.get("params", {})
+        summary = summary_markdown(rec.request, params, rec.result.get("timings", {}), "")
+        detail = f"### {rec.title}\nSaved {rec.created} · model {rec.model or '?'} · `{rec.folder.name}`  \n{summary}"
+        files = [str(p) for p in rec.files()]
+        return [rec.id, detail, *media, gr.update(value=files, visible=True), rec.result, gr.update(visible=True)]
+
+    def reload(self, rec_id: str | None) -> list[Any]:
+        """A recording's request into the form (its exact seed and input files); the Studio tab is selected."""
+        if not rec_id:
+            raise gr.Error("Pick a recording in the gallery first.", title="No recording selected")
+        with user_errors("reload the recording"):
+            rec = find_recording(self.recordings_dir, rec_id)
+        return [*request_to_form(rec.request, self.engine.defaults), gr.Tabs(selected="studio")]
+
+    def export(self, rec_id: str | None, title: str) -> tuple[str, Any, list[str]]:
+        """Adds the selected recording to the example gallery; returns (status, examples gallery, example ids)."""
+        if not rec_id:
+            raise gr.Error("Pick a recording in the gallery first.", title="No recording selected")
+        with user_errors("export the example"):
+            example = export_example(find_recording(self.recordings_dir, rec_id), self.examples_path, title)
+        gallery, ids = self.examples()
+        return f"Exported as example **{example.title}** to `{self.examples_path}`", gallery, ids
+
+    def delete(self, rec_id: str | None) -> list[Any]:
+        """Deletes the selected recording; returns (status, history gallery, ids, then cleared DETAIL_FIELDS)."""
+        if not rec_id:
+            raise gr.Error("Pick a recording in the gallery first.", title="No recording selected")
+        with user_errors("delete the recording"):
+            delete_recording(self.recordings_dir, rec_id)
+        gallery, ids = self.history()
+        cleared = [None, "", *_media_updates([], None, None, None), gr.update(value=None, visible=False), None]
+        cleared.append(gr.update(visible=False))
+        return [f"Deleted `{rec_id}`", gallery, ids, *cleared]
+
+    # -- examples ----------------------------------------------------------------------------------------
+    def example_list(self) -> list[Example]:
+        examples = load_examples(self.examples_path, self.engine.info.name)
+        return examples or load_examples(self.examples_path)
+
+    def examples(self) -> tuple[list[tuple[str, str]], list[str]]:
+        """The example gallery value (thumbnail, caption) and the example ids in the same order."""
+        found = [e for e in self.example_list() if e.thumbnail is not None]
+        return [(str(e.thumbnail), e.caption()) for e in found], [e.id for e in found]
+
+    def select_example(self, ids: list[str], evt: gr.SelectData) -> list[Any]:
+        """The clicked example's request into the form (FORM_FIELDS values)."""
+        index = evt.index if isinstance(evt.index, int) else evt.index[0]
+        example = next((e for e in self.example_list() if e.id == ids[index]), None)
+        if example is None:
+            raise gr.Error("That example is gone; the gallery was refreshed.", title="Example not found")
+        gr.Info(f"Loaded example “{example.title}” ({example.kind}). Press Generate.", duration=4)
+        return request_to_form(example.request, self.engine.defaults)
+
+    def on_load(self) -> tuple[Any, list[str], Any, list[str]]:
+        """Page load: fresh History and example galleries (files may have changed since the app started)."""
+        history, history_ids = self.history()
+        examples, example_ids = self.examples()
+        return history, history_ids, examples, example_ids
