@@ -76,17 +76,19 @@ def tiny_config() -> CoDiConfig:
         scale_factor=1.0,
     )
 
-    def unet(channels: int, model: int, mult: tuple[int, int] = (1, 1), **kw) -> UNetConfig:
+    def unet(
+        channels: int, model: int, mult: tuple[int, int] = (1, 1), attn: tuple[bool, bool] = (True, True), **kw
+    ) -> UNetConfig:
         return UNetConfig(
             channels,
             model,
             channels,
             num_noattn_blocks=(1, 1),
             channel_mult=mult,
-            with_attn=(True, True),
+            with_attn=attn,
             channel_mult_connector=(1, 2),
             num_noattn_blocks_connector=(1, 1),
-            with_connector=(True, True),
+            with_connector=attn,
             connector_output_channel=ENV,
             num_heads=4,
             context_dim=EMBED,
@@ -104,7 +106,7 @@ def tiny_config() -> CoDiConfig:
         image_vae=image_vae,
         audio_vae=audio_vae,
         unet_image=unet(4, 64, use_video_architecture=True),
-        unet_audio=unet(8, 64),
+        unet_audio=unet(8, 64, attn=(False, True)),  # no attention over the 24x16 grid
         unet_text=unet(TEXT_LATENT, 32, mult=(1, 2)),
         media=MediaConfig(
             image_size=64,

@@ -1,0 +1,49 @@
+"""Smoke test of the training scheme: every stage runs 2 steps on CPU and the export loads with load_folder."""
+
+from __future__ import annotations
+
+import json
+
+import torch
+
+from codi.modality import Modality
+from codi.presets import load_folder
+from codi.tiny import tiny_config
+from training.context import NUM_TONES, tone_index, tone_scenes
+from training.data import match_matrix
+from training.losses import soft_info_nce
+from training.runner import STAGE_NAMES, train
+
+
+def test_every_stage_runs_and_exports(tmp_path):
+    torch.set_num_threads(1)
+    out, export = tmp_path / "run", tmp_path / "export"
+    done = train(
+        tiny_config(), out, torch.device("cpu"), batch_cap=2, steps_override=2, export_to=export, progress=False
+    )
+    assert list(done["stages"]) == list(STAGE_NAMES)
+    log = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+    assert {e["stage"] for e in log} == set(STAGE_NAMES)
+    assert all(torch.isfinite(torch.tensor(e["losses"]["loss"])) for e in log)
+    model = load_folder(export)
+    assert abs(model.autokl.scale_factor - done["stages"]["image_vae"]["scale_factor"]) < 1e-6
+    assert model.can_generate(Modality.AUDIO)
+    meta = json.loads((export / "meta.json").read_text())
+    assert meta["weights_bytes"] < 50e6
+    # resuming a finished run trains nothing more
+    again = train(tiny_config(), out, torch.device("cpu"), resume=True, batch_cap=2, steps_override=2, progress=False)
+    assert again["stages"].keys() == done["stages"].keys()
+
+
+def test_soft_targets_do_not_punish_identical_captions():
+    stated = [{"color": "red", "shape": None, "motion": None}] * 2
+    actual = [{"color": "red", "shape": "circle", "motion": "up"}, {"color": "red", "shape": "square", "motion": "up"}]
+    match = match_matrix(stated, actual)
+    assert match.tolist() == [[1.0, 1.0], [1.0, 1.0]]
+    e = torch.nn.functional.normalize(torch.randn(2, 8), dim=-1)
+    both = soft_info_nce(e, e.flip(0), match)
+    assert torch.allclose(both, soft_info_nce(e, e, match))  # swapping equally valid positives changes nothing
+
+
+def test_tone_index_covers_the_sixty_sounds():
+    assert sorted(tone_index(s) for s in tone_scenes()) == list(range(NUM_TONES))
