@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from codi.models.temporal import ContinuousPositionBias, _eps_for
+from codi.models.temporal import ContinuousPositionBias, _eps_for, _var_mean
 from codi.models.temporal import TimeAxisLayerNorm as FrameLayerNorm
 
 MAX_FRAMES = 30  # length of the (unused in CLIP) positional / frame-rate embedding tables
@@ -26,8 +26,7 @@ class ChanLayerNorm(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         """x [N,C,F] -> [N,C,F] in the dtype of `g`."""
-        var = torch.var(x, dim=1, unbiased=False, keepdim=True)  # [N,1,F]
-        mean = x.mean(dim=1, keepdim=True)  # [N,1,F]
+        var, mean = _var_mean(x, dim=1)  # [N,1,F] each
         x = (x - mean) * var.clamp(min=_eps_for(x)).rsqrt()  # [N,C,F]
         return x.to(self.g.dtype) * self.g  # [N,C,F]
 
