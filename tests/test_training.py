@@ -11,8 +11,9 @@ from codi.presets import load_folder
 from codi.tiny import tiny_config
 from training.context import NUM_TONES, tone_index, tone_scenes
 from training.data import match_matrix
-from training.losses import soft_info_nce
-from training.runner import STAGE_NAMES, train
+from training.losses import envelope_loss, soft_info_nce
+from training.runner import STAGE_NAMES, fresh_model, train
+from training.stages import ENCODER_INIT_STD
 
 
 def test_every_stage_runs_and_exports(tmp_path):
@@ -47,3 +48,26 @@ def test_soft_targets_do_not_punish_identical_captions():
 
 def test_tone_index_covers_the_sixty_sounds():
     assert sorted(tone_index(s) for s in tone_scenes()) == list(range(NUM_TONES))
+
+
+def test_envelope_loss_sees_loudness_not_waveform():
+    g = torch.Generator().manual_seed(0)
+    wave = torch.randn(2, 16000, generator=g)
+    ramp = torch.linspace(0.2, 1.0, 16000)
+    assert envelope_loss(wave, wave).item() == 0.0
+    assert envelope_loss(-wave, wave).item() == 0.0  # sign/phase: same loudness
+    # a 0.2 -> 1.0 ramp against a flat one: mean |log a| over a in [0.2, 1] = (0.8 + 0.2 ln 0.2) / 0.8 = 0.598
+    assert abs(envelope_loss(wave * ramp, wave).item() - 0.598) < 0.01
+
+
+def test_from_scratch_optimus_encoder_starts_wide():
+    torch.manual_seed(0)
+    model = fresh_model(tiny_config(), seed=0)
+    emb = model.optimus.encoder.embeddings.word_embeddings.weight
+    assert abs(emb.std().item() - ENCODER_INIT_STD) < 0.01
+    latent_emb = model.optimus.decoder.transformer.linear_emb.weight
+    assert abs(latent_emb.std().item() - model.optimus.decoder.config.initializer_range) < 0.005
+    texts = ["a red circle moving up", "a blue square falling", "the green wedge at rest"]
+    with torch.no_grad():
+        mu = model.optimus.posterior(texts).mu  # [3,latent]
+    assert mu.std(0).mean().item() > 0.1  # captions start apart (at BERT's 0.02 init: ~0.03)

@@ -70,7 +70,7 @@ def unet_image(ctx: Context) -> Plan:
     """Image UNet on text->image and text->video latents (one shared UNet; video latents are 5-D)."""
     m, g, tg = ctx.model, ctx.rng("unet_image"), ctx.generator("unet_image")
     captions, pool = CaptionSampler(g), ctx.pool()
-    bi, bv = ctx.batch(24), ctx.batch(4)
+    bi, bv = ctx.batch(16), ctx.batch(8)
 
     def step(i: int) -> Losses:
         ii, iv = g.integers(0, len(pool), bi), g.integers(0, len(pool), bv)

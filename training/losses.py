@@ -1,4 +1,5 @@
-"""Training losses: KL of diagonal Gaussians, soft-target InfoNCE, multi-resolution STFT, diffusion eps-MSE."""
+"""Training losses: KL of diagonal Gaussians, soft-target InfoNCE, multi-resolution STFT, loudness envelope,
+diffusion eps-MSE."""
 
 from __future__ import annotations
 
@@ -52,6 +53,14 @@ def stft_loss(pred: Tensor, target: Tensor, floor: float = 0.1) -> Tensor:
         sc = torch.linalg.norm(st - sp) / torch.linalg.norm(st)
         total = total + sc + F.l1_loss((sp + floor).log(), (st + floor).log())
     return total / len(STFT_RESOLUTIONS)
+
+
+def envelope_loss(pred: Tensor, target: Tensor, frame: int = 400) -> Tensor:
+    """L1 between log frame RMS (25 ms frames at 16 kHz) of pred and target [B,T]: the loudness contour, which
+    the STFT terms weigh little next to pitch and timbre."""
+    n = pred.shape[-1] // frame * frame
+    rms = lambda x: x[..., :n].unflatten(-1, (-1, frame)).pow(2).mean(-1).add(1e-6).sqrt()  # noqa: E731 [B,frames]
+    return F.l1_loss((rms(pred) + 1e-3).log(), (rms(target) + 1e-3).log())
 
 
 def add_noise(x0: Tensor, noise: Tensor, t: Tensor, alphas_cumprod: Tensor) -> Tensor:

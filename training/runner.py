@@ -34,17 +34,17 @@ class Stage:
 
 STAGES: tuple[Stage, ...] = (
     Stage("image_vae", 900, 2e-3, stages.image_vae),
-    Stage("audio_vae", 500, 2e-3, stages.audio_vae),
-    Stage("vocoder", 800, 1e-3, stages.vocoder),
-    Stage("optimus", 2000, 1e-3, stages.optimus),
-    Stage("clip", 300, 1e-3, bridging.clip),
-    Stage("clap", 300, 1e-3, bridging.clap),
-    Stage("unet_image", 700, 1e-3, diffusion.unet_image),
-    Stage("unet_audio", 450, 1e-3, diffusion.unet_audio),
-    Stage("unet_text", 1000, 1e-3, diffusion.unet_text),
-    Stage("joint_text_image", 200, 5e-4, diffusion.joint_text_image),
-    Stage("joint_text_audio", 200, 5e-4, diffusion.joint_text_audio),
-    Stage("joint_audio_video", 150, 5e-4, diffusion.joint_audio_video),
+    Stage("audio_vae", 800, 2e-3, stages.audio_vae),
+    Stage("vocoder", 2000, 1e-3, stages.vocoder),
+    Stage("optimus", 3000, 1e-3, stages.optimus),
+    Stage("clip", 1200, 1e-3, bridging.clip),
+    Stage("clap", 2000, 1e-3, bridging.clap),
+    Stage("unet_image", 1800, 1e-3, diffusion.unet_image),
+    Stage("unet_audio", 1500, 1e-3, diffusion.unet_audio),
+    Stage("unet_text", 5000, 1e-3, diffusion.unet_text),
+    Stage("joint_text_image", 800, 5e-4, diffusion.joint_text_image),
+    Stage("joint_text_audio", 500, 5e-4, diffusion.joint_text_audio),
+    Stage("joint_audio_video", 600, 5e-4, diffusion.joint_audio_video),
 )
 STAGE_NAMES = tuple(s.name for s in STAGES)
 STALE_AFTER: dict[str, tuple[str, ...]] = {  # caches of frozen-encoder outputs a stage invalidates
@@ -68,10 +68,12 @@ def pick_device(name: str = "auto") -> torch.device:
 
 
 def fresh_model(config: CoDiConfig, seed: int) -> CoDiModel:
-    """Seeded random initialisation, with the UNets' transformer outputs zeroed (LDM init)."""
+    """Seeded random initialisation, with the UNets' transformer outputs zeroed (LDM init) and a wider init of
+    the from-scratch Optimus encoder."""
     torch.manual_seed(seed)
     model = CoDiModel(config)
     diffusion.zero_init_transformer_outputs(model)
+    stages.widen_text_encoder_init(model)
     return model
 
 

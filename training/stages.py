@@ -20,10 +20,13 @@ from codi.models.optimus import BOS_ID, EOS_ID, gpt2_tokenizer
 from codi.world import BACKGROUND, parse_caption, render_videos, sample_scene
 from training.context import NUM_TONES, Context, set_scale_factor, tone_scenes
 from training.data import CaptionSampler, to_signed
-from training.losses import gaussian_kl, stft_loss
+from training.losses import envelope_loss, gaussian_kl, stft_loss
 
 PAD_ID = 50257
 KL_WEIGHT = 1e-3  # Optimus KL weight
+WORD_DROPOUT = 0.25  # Optimus: share of decoder input tokens (after <BOS>) replaced by <PAD>
+ENCODER_INIT_STD = 0.2  # Optimus BERT init from scratch (see widen_text_encoder_init)
+DECODER_WARMUP = 400  # Optimus: first steps train only the decoder, on the random encoder's noiseless means
 MEL_FLOOR = 0.01  # vocoder mel loss: log(mel + floor), same reason as the STFT floor
 Losses = dict[str, Tensor]
 
@@ -117,7 +120,7 @@ def audio_vae(ctx: Context) -> Plan:
 
 
 def vocoder(ctx: Context) -> Plan:
-    """HiFi-GAN generator: log-mel (true or VAE-reconstructed) -> wave, multi-resolution STFT + mel L1."""
+    """HiFi-GAN generator: log-mel (true or VAE-reconstructed) -> wave; multi-resolution STFT + mel L1 + envelope."""
     vae, g, tg = ctx.model.audioldm, ctx.rng("vocoder"), ctx.generator("vocoder")
     waves, mels = _tone_mels(ctx)
     n = mels.shape[2] * vae.hop_length
@@ -137,7 +140,8 @@ def vocoder(ctx: Context) -> Plan:
         floor = torch.tensor(MEL_FLOOR).log()
         pred_mel = torch.logaddexp(vae.mel_frontend(wave)[:, :, : mels.shape[2]], floor)  # log(mel + floor)
         mel_l1 = (pred_mel - torch.logaddexp(mels[idx], floor)).abs().mean()
-        return {"loss": spec + 0.5 * mel_l1, "stft": spec, "mel_l1": mel_l1}
+        env = envelope_loss(wave, target)
+        return {"loss": spec + 0.5 * mel_l1 + env, "stft": spec, "mel_l1": mel_l1, "envelope": env}
 
     return Plan(list(vae.vocoder.parameters()), step)
 
@@ -150,6 +154,23 @@ def _gpt2_batch(texts: list[str], device: torch.device) -> Tensor:
     for i, r in enumerate(rows):
         ids[i, : len(r)] = torch.tensor(r)
     return ids.to(device)
+
+
+def widen_text_encoder_init(model: nn.Module, std: float = ENCODER_INIT_STD) -> None:
+    """Re-initialises the Optimus BERT's embeddings and linear layers with a wider normal than BERT's 0.02.
+
+    Optimus starts from pretrained BERT; from scratch at 0.02 the pooled feature barely differs between
+    captions (signal through two small matrices per layer), the decoder learns to ignore it and the encoder
+    never recovers. At 0.2 captions start far apart.
+    """
+    for mod in model.optimus.encoder.modules():
+        if isinstance(mod, (nn.Linear, nn.Embedding)):
+            nn.init.normal_(mod.weight, std=std)
+            if isinstance(mod, nn.Linear) and mod.bias is not None:
+                nn.init.zeros_(mod.bias)
+    gpt = model.optimus.decoder.transformer
+    for mod in (gpt.linear, gpt.linear_emb):  # latent projections at GPT-2's init scale, not nn.Linear's
+        nn.init.normal_(mod.weight, std=model.optimus.decoder.config.initializer_range)
 
 
 def optimus(ctx: Context) -> Plan:
@@ -165,14 +186,27 @@ def optimus(ctx: Context) -> Plan:
 
     def step(i: int) -> Losses:
         t = texts(b)
-        post = vae.posterior(t)
-        z = post.mu + (0.5 * post.logvar).exp() * ctx.randn(tuple(post.mu.shape), tg)  # [B,latent]
+        noise = ctx.randn((len(t), vae.config.latent_size), tg)  # [B,latent]
+        if i < DECODER_WARMUP:
+            # from scratch, encoder and decoder would both learn to ignore the latent (posterior collapse,
+            # the encoder's means shrink to zero): first the decoder learns to read the frozen random
+            # encoder's means, distinct per caption, like fixed codes
+            with torch.no_grad():
+                post = vae.posterior(t)
+            z = post.mu  # [B,latent]
+        else:
+            post = vae.posterior(t)
+            z = post.mu + (0.5 * post.logvar).exp() * noise  # [B,latent]
         ids = _gpt2_batch(t, ctx.device)  # [B,L]
-        logits = vae.decoder_logits(ids[:, :-1], z)  # [B,L-1,V]
+        inputs = ids[:, :-1].clone()  # [B,L-1]
+        drop = torch.rand(inputs.shape, generator=tg).to(ctx.device) < WORD_DROPOUT
+        drop[:, 0] = False  # keep <BOS>
+        # word dropout: without it the autoregressive decoder learns to ignore the latent (posterior collapse)
+        logits = vae.decoder_logits(inputs.masked_fill(drop, PAD_ID), z)  # [B,L-1,V]
         target = ids[:, 1:].masked_fill(ids[:, 1:] == PAD_ID, -100)
         ce = F.cross_entropy(logits.flatten(0, 1).float(), target.flatten(), ignore_index=-100)
         kl = gaussian_kl(post.mu, post.logvar)
-        # a near-autoencoder: a larger KL weight lets GPT-2 ignore the latent (posterior collapse)
+        # a near-autoencoder: a larger KL weight also lets GPT-2 ignore the latent
         return {"loss": ce + KL_WEIGHT * kl, "ce": ce, "kl": kl}
 
     @torch.no_grad()
