@@ -7,6 +7,7 @@ import json
 import torch
 
 from codi.modality import Modality
+from codi.models.optimus import bert_tokenizer
 from codi.presets import load_folder
 from codi.tiny import tiny_config
 from training.context import NUM_TONES, tone_index, tone_scenes
@@ -71,3 +72,12 @@ def test_from_scratch_optimus_encoder_starts_wide():
     with torch.no_grad():
         mu = model.optimus.posterior(texts).mu  # [3,latent]
     assert mu.std(0).mean().item() > 0.1  # captions start apart (at BERT's 0.02 init: ~0.03)
+    # ... while attention starts near uniform: wide queries/keys make it one-hot from step 0 (max weight
+    # 0.6-0.99 at this seed) and the trained latent then kept only the word [CLS] happened to read
+    encoder = model.optimus.encoder
+    encoder.config._attn_implementation = "eager"
+    ids = torch.tensor([bert_tokenizer().encode(texts[0])])  # [1,7]
+    with torch.no_grad():
+        attentions = encoder(input_ids=ids, output_attentions=True).attentions  # per layer [1,heads,7,7]
+    for a in attentions:
+        assert a[0, :, 0].max() < 0.3  # [CLS] row; uniform would be 1/7

@@ -161,9 +161,13 @@ def widen_text_encoder_init(model: nn.Module, std: float = ENCODER_INIT_STD) -> 
 
     Optimus starts from pretrained BERT; from scratch at 0.02 the pooled feature barely differs between
     captions (signal through two small matrices per layer), the decoder learns to ignore it and the encoder
-    never recovers. At 0.2 captions start far apart.
+    never recovers. At 0.2 captions start far apart. Attention queries and keys keep the 0.02 init: wide ones
+    make every attention one-hot from the start (the [CLS] token read only "moving" and the latent learned the
+    motion alone, colour and shape at chance).
     """
-    for mod in model.optimus.encoder.modules():
+    for name, mod in model.optimus.encoder.named_modules():
+        if name.endswith(("attention.self.query", "attention.self.key")):
+            continue
         if isinstance(mod, (nn.Linear, nn.Embedding)):
             nn.init.normal_(mod.weight, std=std)
             if isinstance(mod, nn.Linear) and mod.bias is not None:
