@@ -72,6 +72,7 @@ def tiny_config() -> CoDiConfig:
             in_channels=1, out_channels=1, ch=16, ch_mult=(1, 2, 2), num_res_blocks=1, embed_dim=8, norm_groups=8
         ),
         vocoder=HifiGanConfig(upsample_initial_channel=128),
+        waveform_decoder="griffin_lim",  # a HiFi-GAN cannot hold a steady tone's pitch: see codi/models/griffin_lim.py
         mel=MelConfig(frames_per_second=100.0),
         scale_factor=1.0,
     )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 
 import numpy as np
@@ -15,7 +16,9 @@ from diffusers.models.attention_processor import AttnProcessor2_0
 from codi.keymaps.vae import AUDIOLDM_RULES, AUTOKL_RULES
 from codi.loading import ComponentMap, convert_official_state_dict
 from codi.models.audio_vae import AudioVAE, AudioVAEConfig, MelConfig, MelFrontend, normalize_waveform
+from codi.models.griffin_lim import mel_to_linear
 from codi.models.vae import ImageVAE, ImageVAEConfig, to_uint8
+from codi.world import Scene, read_audio, render_audio
 
 TINY_DDCONFIG = {
     "double_z": True,
@@ -242,3 +245,49 @@ def test_encoder_mid_attention_runs_in_float32() -> None:
     assert out.dtype == torch.bfloat16
     reference = AttnProcessor2_0()(copy.deepcopy(half).float(), x.bfloat16().float())  # fp32 math on bf16 values
     torch.testing.assert_close(out, reference.bfloat16(), rtol=0, atol=0)
+
+
+# ---------------------------------------------------------------- log-mel -> waveform
+
+
+@torch.no_grad()
+def test_hifigan_repeats_every_hop_when_the_mel_is_steady() -> None:
+    """Why the tiny model defaults to Griffin-Lim: equal mel frames give a waveform periodic in the hop."""
+    vae = tiny_audio_vae()
+    frame = torch.randn(64, generator=torch.Generator().manual_seed(9))
+    wave = vae.mel_to_waveform(frame.expand(1, 1, 60, 64).contiguous())[0, 0]  # [L]
+    middle = wave[20 * 160 : 40 * 160].unflatten(0, (20, 160))  # [20 frames, hop]
+    assert middle[0].std() > 1e-4 * middle.abs().max() > 0  # a waveform, not a constant
+    assert (middle - middle[:1]).abs().max() <= 1e-4 * middle.abs().max()  # the same hop, frame after frame
+
+
+def test_mel_inversion_is_non_negative_and_matches_the_mel() -> None:
+    front = MelFrontend(MelConfig())
+    wave = torch.from_numpy(render_audio(Scene("green", "triangle", "up", 10, 32.0, 32.0)))[None]  # [1,16000]
+    mel = front(wave)[:, 0].exp().transpose(1, 2)  # [1,64,T]
+    spec = mel_to_linear(mel, front.mel_basis)  # [1,513,T]
+    assert spec.shape == (1, 513, mel.shape[-1]) and (spec >= 0).all()
+    rel = (front.mel_basis @ spec - mel).norm() / mel.norm()
+    assert rel < 0.02
+
+
+@torch.no_grad()
+@pytest.mark.parametrize(
+    ("color", "shape", "motion"),
+    [("red", "triangle", "up"), ("blue", "square", "left"), ("green", "circle", "down"), ("yellow", "square", "right")],
+)
+def test_griffin_lim_keeps_what_the_world_detector_reads(color: str, shape: str, motion: str) -> None:
+    vae = AudioVAE(dataclasses.replace(AudioVAEConfig.from_dict(TINY_AUDIO), waveform_decoder="griffin_lim"))
+    scene = Scene(color, shape, motion, 10, 32.0, 32.0)
+    mel = vae.mel(torch.from_numpy(render_audio(scene))[None], frames=100)  # [1,1,100,64]
+    wave = vae.mel_to_waveform(mel)[0, 0]  # [L]
+    assert wave.shape == (vae.config.vocoder.output_length(100),) and wave.abs().max() <= 1.0
+    assert read_audio(wave.numpy(), 16000) == scene.attributes()
+    torch.testing.assert_close(vae.mel_to_waveform(mel)[0, 0], wave, rtol=0, atol=0)  # deterministic
+
+
+def test_unknown_waveform_decoder_is_refused() -> None:
+    vae = tiny_audio_vae()
+    vae.waveform_decoder = "wavenet"
+    with pytest.raises(ValueError, match="waveform_decoder"):
+        vae.mel_to_waveform(torch.zeros(1, 1, 8, 64))

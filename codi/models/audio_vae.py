@@ -20,6 +20,7 @@ from torch import Tensor, nn
 from transformers import SpeechT5HifiGan, SpeechT5HifiGanConfig
 from transformers.audio_utils import mel_filter_bank
 
+from codi.models.griffin_lim import griffin_lim, mel_to_linear
 from codi.models.vae import KLAutoencoderConfig
 
 
@@ -108,6 +109,8 @@ class AudioVAEConfig:
     vocoder: HifiGanConfig = HifiGanConfig()
     mel: MelConfig = MelConfig()
     scale_factor: float = 0.9228
+    waveform_decoder: str = "hifigan"  # log-mel -> wave: "hifigan" (the vocoder) or "griffin_lim" (no weights)
+    griffin_lim_iters: int = 32
 
     @classmethod
     def from_dict(cls, config: Mapping[str, Any]) -> AudioVAEConfig:
@@ -215,6 +218,7 @@ class AudioVAE(nn.Module):
         self.vocoder = self.config.vocoder.build()
         self.mel_frontend = MelFrontend(self.config.mel)
         self.scale_factor: float = self.config.scale_factor
+        self.waveform_decoder: str = self.config.waveform_decoder
         self.sample_rate: int = self.config.mel.sample_rate
         self.hop_length: int = self.config.mel.hop_length
         self.latent_channels: int = self.config.autoencoder.embed_dim
@@ -277,9 +281,25 @@ class AudioVAE(nn.Module):
     def mel_to_waveform(self, mel: Tensor) -> Tensor:
         """`CoDi.mel_spectrogram_to_waveform`: log-mel [B,1,T,M] -> float waveform [B,1,L] in [-1, 1].
 
-        L = vocoder.output_length(T), slightly more than T * hop (163872 for 1024 frames).
+        L = vocoder.output_length(T), slightly more than T * hop (163872 for 1024 frames). With
+        `waveform_decoder="griffin_lim"` (a config field, also settable on the instance) the HiFi-GAN is bypassed
+        for mel inversion + fast Griffin-Lim (`griffin_lim.py` says why the tiny model needs it).
         """
-        return self.vocoder(mel[:, 0])[:, None]  # [B,T,M] -> [B,L] -> [B,1,L]
+        if self.waveform_decoder == "hifigan":
+            return self.vocoder(mel[:, 0])[:, None]  # [B,T,M] -> [B,L] -> [B,1,L]
+        if self.waveform_decoder != "griffin_lim":
+            raise ValueError(f"unknown waveform_decoder {self.waveform_decoder!r}: 'hifigan' or 'griffin_lim'")
+        c = self.config.mel
+        magnitude = mel_to_linear(mel[:, 0].float().exp().transpose(1, 2), self.mel_frontend.mel_basis)  # [B,K,T]
+        wave = griffin_lim(
+            magnitude,
+            n_fft=c.filter_length,
+            hop_length=c.hop_length,
+            window=self.mel_frontend.window,
+            length=self.config.vocoder.output_length(mel.shape[2]),
+            iters=self.config.griffin_lim_iters,
+        )  # [B,L]
+        return wave.clamp(-1.0, 1.0).to(mel.dtype)[:, None]  # [B,1,L]
 
     def decode(self, z: Tensor) -> Tensor:
         """Diffusion-scale latent [B,C,t,m] -> 16 kHz float waveform [B,1,L]."""
