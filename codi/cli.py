@@ -27,6 +27,7 @@ BATCH_KEYS = {
     "sampler",
     "coupling",
     "num_samples",
+    "text_temperature",
 }
 
 
@@ -55,6 +56,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--coupling", choices=["official", "paper"], default=None, help="joint coupling of co-generated outputs"
     )
     g.add_argument("--num-samples", type=int, default=1)
+    g.add_argument(
+        "--text-temperature", type=float, default=None, help="text decoder temperature (default: the model's)"
+    )
     g.add_argument("--batch", help="JSONL file: one request per line (keys: " + ", ".join(sorted(BATCH_KEYS)) + ")")
     g.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, mps ...")
     g.add_argument("--dtype", default="float32", choices=["float32", "float16", "bfloat16"])
@@ -98,6 +102,7 @@ def request_from_args(args: argparse.Namespace) -> dict[str, Any]:
         "sampler": args.sampler,
         "coupling": args.coupling,
         "num_samples": args.num_samples,
+        "text_temperature": args.text_temperature,
     }
 
 
@@ -137,6 +142,7 @@ def run_request(pipe: CoDiPipeline, req: dict[str, Any], out: Path, progress=Non
         sampler=req.get("sampler"),
         coupling=req.get("coupling"),
         num_samples=int(req.get("num_samples") or 1),
+        text_temperature=req.get("text_temperature"),
         progress=progress,
     )
     save_result(result, out, inputs)

@@ -42,6 +42,7 @@ class SamplingDefaults:
     guidance_scale: float = 7.5
     sampler: str = "ddim"
     coupling: str = "official"
+    text_temperature: float = 1.0  # softmax temperature of the Optimus text decoder (official: 1)
 
 
 @dataclass

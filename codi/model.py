@@ -62,10 +62,11 @@ class CoDiModel(nn.Module):
             return (self.autokl.latent_channels, side, side)
         return (self.autokl.latent_channels, media.num_frames, side, side)
 
-    def decode(self, modality: Modality, z: Tensor, generator: torch.Generator | None = None):
-        """Scaled latents -> media tensors: image/video in [-1,1], audio waveform, or a list of strings."""
+    def decode(self, modality: Modality, z: Tensor, generator: torch.Generator | None = None, temperature: float = 1.0):
+        """Scaled latents -> media tensors: image/video in [-1,1], audio waveform, or a list of strings
+        (text sampled at `temperature`)."""
         if modality is Modality.TEXT:
-            return self.optimus.decode(z, generator=generator)
+            return self.optimus.decode(z, generator=generator, temperature=temperature)
         if modality is Modality.AUDIO:
             return self.audioldm.decode(z)
         return self.autokl.decode(z)

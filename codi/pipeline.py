@@ -192,6 +192,7 @@ class CoDiPipeline:
         sampler: str | Sampler | None = None,
         coupling: str | CouplingMode | None = None,
         num_samples: int = 1,
+        text_temperature: float | None = None,
         official_timestep_grid: bool = False,
         official_preprocessing: bool = False,
         progress: ProgressCallback | None = None,
@@ -211,6 +212,8 @@ class CoDiPipeline:
             coupling: 'official' (each output attends to its own environment vector, as released) or 'paper'
                 (each output attends to the other outputs' environment vectors).
             num_samples: samples per call (batch).
+            text_temperature: softmax temperature of the text decoder (the official code samples at 1; lower
+                is closer to the most likely caption).
             official_preprocessing: random image crop/flip and random audio crop, as the released code does.
             progress: called with (steps done, total) after each step.
         Returns:
@@ -222,6 +225,9 @@ class CoDiPipeline:
         guidance = float(guidance_scale if guidance_scale is not None else d.guidance_scale)
         sampler = Sampler(sampler or d.sampler)
         coupling = CouplingMode(coupling or d.coupling)
+        temperature = float(text_temperature if text_temperature is not None else d.text_temperature)
+        if not 0.0 < temperature <= 10.0:
+            raise InputError(f"text_temperature must be in (0, 10], got {temperature}")
         seed = int(seed) if seed is not None else int(torch.randint(0, MAX_SEED, (1,)).item())
         if not 0 <= seed <= MAX_SEED:
             raise InputError(f"seed must be between 0 and {MAX_SEED}, got {seed}")
@@ -250,7 +256,7 @@ class CoDiPipeline:
             latents = sample_dpm(denoiser, noise, self.config.schedule, steps, callback)
         t2 = time.perf_counter()
         # 6. decode
-        result = self._decode(latents, torch.Generator().manual_seed(seed + 1))
+        result = self._decode(latents, torch.Generator().manual_seed(seed + 1), temperature)
         t3 = time.perf_counter()
         result.seed = seed
         result.params = {
@@ -263,6 +269,7 @@ class CoDiPipeline:
             "sampler": sampler.value,
             "coupling": coupling.value,
             "num_samples": num_samples,
+            "text_temperature": temperature,
             "official_timestep_grid": official_timestep_grid,
             "official_preprocessing": official_preprocessing,
             "model": self.config.name,
@@ -270,14 +277,16 @@ class CoDiPipeline:
         result.timings = {"encode_s": t1 - t0, "denoise_s": t2 - t1, "decode_s": t3 - t2, "total_s": t3 - t0}
         return result
 
-    def _decode(self, latents: dict[Modality, Tensor], text_generator: torch.Generator) -> GenerationResult:
+    def _decode(
+        self, latents: dict[Modality, Tensor], text_generator: torch.Generator, temperature: float = 1.0
+    ) -> GenerationResult:
         from codi.models.vae import to_uint8
 
         media = self.config.media
         r = GenerationResult()
         for m, z in latents.items():
             if m is Modality.TEXT:
-                r.texts = list(self.model.decode(m, z, generator=text_generator))
+                r.texts = list(self.model.decode(m, z, generator=text_generator, temperature=temperature))
             elif m is Modality.IMAGE:
                 arr = to_uint8(self.model.decode(m, z).float()).cpu().numpy()  # [B,H,W,3]
                 r.images = [Image.fromarray(a) for a in arr]

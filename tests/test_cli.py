@@ -125,7 +125,7 @@ def test_media_inputs_any_rate_and_format(model_dir: Path, media: dict[str, Path
 def test_batch_loads_model_once_and_writes_per_id(model_dir: Path, media: dict[str, Path], tmp_path: Path) -> None:
     batch = tmp_path / "requests.jsonl"
     lines = [
-        {"id": "first", "text": "a red ball", "outputs": ["image"], "seed": 1, "steps": 2},
+        {"id": "first", "text": "a red ball", "outputs": "image,text", "seed": 1, "steps": 2, "text_temperature": 0.5},
         {
             "id": "second",
             "audio": str(media["flac"]),
@@ -146,6 +146,8 @@ def test_batch_loads_model_once_and_writes_per_id(model_dir: Path, media: dict[s
     assert (tmp_path / "o" / "first" / "image.png").exists()
     second = json.loads((tmp_path / "o" / "second" / "result.json").read_text())
     assert second["params"]["sampler"] == "dpm" and second["outputs"] == ["audio.wav", "video.mp4"]
+    first = json.loads((tmp_path / "o" / "first" / "result.json").read_text())
+    assert first["params"]["text_temperature"] == 0.5
 
 
 @pytest.mark.parametrize(

@@ -119,6 +119,15 @@ def test_two_inputs_of_one_modality_compose(pipe: CoDiPipeline) -> None:
     assert both.params["weights"] == [["image", 1.0], ["image", 3.0]]
 
 
+def test_text_temperature_default_and_override(pipe: CoDiPipeline) -> None:
+    kw = dict(inputs={"text": "a red ball"}, outputs="text", steps=1, seed=4)
+    default = pipe(**kw)
+    assert default.params["text_temperature"] == pipe.config.defaults.text_temperature
+    cold = pipe(text_temperature=0.05, **kw)
+    assert cold.params["text_temperature"] == 0.05
+    assert cold.text == pipe(text_temperature=0.05, **kw).text  # seeded
+
+
 def test_num_samples_and_bf16(pipe: CoDiPipeline) -> None:
     r = pipe(inputs={"text": "a"}, outputs=["image", "text"], steps=1, seed=0, num_samples=3)
     assert len(r.images) == 3 and len(r.texts) == 3
@@ -141,6 +150,7 @@ def test_num_samples_and_bf16(pipe: CoDiPipeline) -> None:
         (dict(steps=0), "steps must be between"),
         (dict(guidance_scale=float("nan")), "guidance scale"),
         (dict(seed=-3), "seed must be between"),
+        (dict(outputs="text", text_temperature=0.0), "text_temperature must be in"),
         (dict(inputs={"image": "/no/such/file.png"}), "cannot read image"),
         (dict(inputs={"audio": "/no/such/file.wav"}), "audio file not found"),
         (dict(inputs={"text": 5}), "text input must be a string"),

@@ -43,6 +43,7 @@ BASE = {
     "randomize_seed": False,
     "coupling": "paper",
     "num_samples": 1,
+    "text_temperature": None,  # the model's
 }
 # The combinations the paper shows; the example gallery must cover every one of them.
 COMBINATIONS = {
@@ -233,9 +234,12 @@ def test_examples_cover_the_papers_combinations_and_run(studio):
 def test_form_request_mapping():
     request = form_to_request({**BASE, "outputs": "video,audio", "randomize_seed": True, "image": ""})
     assert request.seed is None and request.outputs == ["video", "audio"] and request.image is None
-    back = dict(zip(FORM_FIELDS, request_to_form(request, {"steps": 9, "guidance": 3.0, "sampler": "dpm",
-                                                           "coupling": "official"})))  # fmt: skip
+    defaults = {"steps": 9, "guidance": 3.0, "sampler": "dpm", "coupling": "official", "text_temperature": 0.7}
+    back = dict(zip(FORM_FIELDS, request_to_form(request, defaults)))
     assert back["randomize_seed"] is True and back["steps"] == STEPS and back["outputs"] == ["video", "audio"]
+    assert back["text_temperature"] == (request.text_temperature if request.text_temperature is not None else 0.7)
+    cold = form_to_request({**BASE, "text_temperature": 0.25})
+    assert cold.pipeline_kwargs()["text_temperature"] == 0.25
 
 
 def test_banner_says_which_model_and_problems(engine, tmp_path):

@@ -78,6 +78,14 @@ def _inputs(defaults: dict[str, Any], outputs: list[str]) -> Components:
             c["seed"] = gr.Number(value=0, precision=0, minimum=0, maximum=MAX_SEED, label="Seed", elem_id="seed")
             c["randomize_seed"] = gr.Checkbox(value=True, label="Randomize seed", elem_id="randomize-seed")
             c["num_samples"] = gr.Slider(1, 8, value=1, step=1, label="Samples")
+        c["text_temperature"] = gr.Slider(
+            0.05,
+            2.0,
+            value=defaults["text_temperature"],
+            step=0.05,
+            label="Text temperature",
+            info="how freely generated text is sampled (official: 1; lower = the likeliest caption)",
+        )
     with gr.Row():
         c["generate_btn"] = gr.Button("Generate", variant="primary", size="lg", scale=3, elem_id="generate-btn")
         c["cancel_btn"] = gr.Button("Cancel", variant="secondary", size="lg", scale=1, elem_id="cancel-btn")

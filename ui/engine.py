@@ -76,6 +76,7 @@ class GenerationRequest:
     seed: int | None = None  # None: a random seed, recorded with the run
     coupling: str | None = None
     num_samples: int = 1
+    text_temperature: float | None = None
 
     def inputs(self) -> dict[str, str]:
         """The non-empty inputs by modality name."""
@@ -95,6 +96,7 @@ class GenerationRequest:
             "seed": self.seed,
             "coupling": self.coupling,
             "num_samples": int(self.num_samples),
+            "text_temperature": self.text_temperature,
         }
 
     def to_dict(self) -> dict[str, Any]:
@@ -165,11 +167,17 @@ class Engine:
 
     @property
     def defaults(self) -> dict[str, Any]:
-        """The model's default steps, guidance, sampler and coupling (tiny: 25, 2.0, ddim, paper)."""
+        """The model's default steps, guidance, sampler, coupling and text temperature."""
         if self.pipe is None:
-            return {"steps": 50, "guidance": 7.5, "sampler": "ddim", "coupling": "official"}
+            return {"steps": 50, "guidance": 7.5, "sampler": "ddim", "coupling": "official", "text_temperature": 1.0}
         d = self.pipe.config.defaults
-        return {"steps": d.steps, "guidance": d.guidance_scale, "sampler": d.sampler, "coupling": d.coupling}
+        return {
+            "steps": d.steps,
+            "guidance": d.guidance_scale,
+            "sampler": d.sampler,
+            "coupling": d.coupling,
+            "text_temperature": d.text_temperature,
+        }
 
     @property
     def outputs(self) -> list[str]:
@@ -227,6 +235,7 @@ class Engine:
         used.guidance = result.params.get("guidance_scale", used.guidance)
         used.sampler = result.params.get("sampler", used.sampler)
         used.coupling = result.params.get("coupling", used.coupling)
+        used.text_temperature = result.params.get("text_temperature", used.text_temperature)
         stored = GenerationRequest.from_dict(used.to_dict())
         for name in INPUT_FILE_MODALITIES:  # keep the exact input bytes: a run can be replayed from its folder
             src = getattr(request, name)

@@ -39,6 +39,7 @@ FORM_FIELDS = (
     "randomize_seed",
     "coupling",
     "num_samples",
+    "text_temperature",
 )
 # Order of the result components that `generate` updates.
 RESULT_FIELDS = ("summary", "text_out", "image_out", "video_out", "audio_out", "samples", "files", "params", "seed",
@@ -85,6 +86,7 @@ def form_to_request(values: dict[str, Any]) -> GenerationRequest:
         seed=int(seed) if seed is not None else None,
         coupling=values.get("coupling") or None,
         num_samples=int(values.get("num_samples") or 1),
+        text_temperature=float(values["text_temperature"]) if values.get("text_temperature") is not None else None,
     )
 
 
@@ -104,6 +106,9 @@ def request_to_form(request: GenerationRequest, defaults: dict[str, Any]) -> lis
         "randomize_seed": request.seed is None,
         "coupling": request.coupling or defaults["coupling"],
         "num_samples": request.num_samples,
+        "text_temperature": (
+            request.text_temperature if request.text_temperature is not None else defaults["text_temperature"]
+        ),
     }
     return [values[k] for k in FORM_FIELDS]
 
@@ -115,6 +120,11 @@ def summary_markdown(request: GenerationRequest, params: dict[str, Any], timings
     line = (
         f"**{outs}** in {total:.2f} s · seed `{params.get('seed')}` · {params.get('steps')} "
         f"{params.get('sampler')} steps · guidance {params.get('guidance_scale')} · coupling {params.get('coupling')}"
+        + (
+            f" · text temperature {params['text_temperature']:g}"
+            if "text" in params.get("outputs", []) and "text_temperature" in params
+            else ""
+        )
     )
     weights = dict(params.get("weights") or [])
     parts = []
@@ -162,6 +172,7 @@ class Studio:
         randomize_seed: bool = False,
         coupling: str | None = None,
         num_samples: int = 1,
+        text_temperature: float | None = None,
         request: gr.Request | None = None,
         progress: gr.Progress = gr.Progress(),  # noqa: B008 (gradio injects the tracker through this default)
     ) -> list[Any]:
