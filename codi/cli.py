@@ -70,6 +70,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--seed", type=int, default=1234, help="seed of the held-out scenes")
     e.add_argument("--steps", type=int, default=None, help="sampler steps (default: the model's)")
     e.add_argument("--guidance", type=float, default=None, help="guidance scale (default: the model's)")
+    e.add_argument("--text-temperature", type=float, default=None, help="text decoder temperature (model's)")
     e.add_argument("--device", default="cpu")
     e.add_argument("--json", default="eval.json", help="where to write the scores as JSON ('' for none)")
     return p

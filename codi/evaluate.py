@@ -176,7 +176,8 @@ def table(scores: list[TaskScore]) -> str:
 
 def main(args: Any) -> int:
     pipe = CoDiPipeline.from_preset(args.model, device=args.device)
-    gen = {k: v for k, v in (("steps", args.steps), ("guidance_scale", args.guidance)) if v is not None}
+    pairs = (("steps", args.steps), ("guidance_scale", args.guidance), ("text_temperature", args.text_temperature))
+    gen = {k: v for k, v in pairs if v is not None}
     scores = evaluate(pipe, n=args.n, seed=args.seed, progress=lambda t: print(f"  done: {t}", flush=True), **gen)
     print(table(scores))
     if args.json:
