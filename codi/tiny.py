@@ -120,5 +120,5 @@ def tiny_config() -> CoDiConfig:
             cond_video_seconds=1.0,
             cond_audio_seconds=1.0,
         ),
-        defaults=SamplingDefaults(steps=25, guidance_scale=2.0, sampler="ddim", coupling="paper"),
+        defaults=SamplingDefaults(steps=25, guidance_scale=4.0, sampler="ddim", coupling="paper", text_temperature=0.5),
     )

@@ -1,19 +1,21 @@
-"""Smoke test of the training scheme: every stage runs 2 steps on CPU and the export loads with load_folder."""
+"""The training scheme: every stage runs 2 steps on CPU and exports; its fixes; the committed checkpoint matches it."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import torch
 
+from codi.config import CoDiConfig
 from codi.modality import Modality
 from codi.models.optimus import bert_tokenizer
-from codi.presets import load_folder
+from codi.presets import TINY_DIR, load_folder
 from codi.tiny import tiny_config
 from training.context import NUM_TONES, tone_index, tone_scenes
 from training.data import match_matrix
 from training.losses import envelope_loss, soft_info_nce
-from training.runner import STAGE_NAMES, fresh_model, train
+from training.runner import STAGE_NAMES, STAGES, fresh_model, train
 from training.stages import ENCODER_INIT_STD
 
 
@@ -81,3 +83,17 @@ def test_from_scratch_optimus_encoder_starts_wide():
         attentions = encoder(input_ids=ids, output_attentions=True).attentions  # per layer [1,heads,7,7]
     for a in attentions:
         assert a[0, :, 0].max() < 0.3  # [CLS] row; uniform would be 1/7
+
+
+def test_committed_checkpoint_is_what_the_training_code_builds():
+    """checkpoints/tiny/config.json = tiny_config() plus the three latent scale factors training measured."""
+    committed = CoDiConfig.load(TINY_DIR / "config.json")
+    built = tiny_config()
+    built.image_vae = dataclasses.replace(built.image_vae, scale_factor=committed.image_vae.scale_factor)
+    built.audio_vae = dataclasses.replace(built.audio_vae, scale_factor=committed.audio_vae.scale_factor)
+    built.optimus.scale_factor = committed.optimus.scale_factor
+    assert committed.to_dict() == built.to_dict()
+    meta = json.loads((TINY_DIR / "meta.json").read_text())
+    assert list(meta["stages"]) == list(STAGE_NAMES)
+    assert {k: v["steps"] for k, v in meta["stages"].items()} == {s.name: s.steps for s in STAGES}
+    assert meta["weights_bytes"] == (TINY_DIR / "model.safetensors").stat().st_size <= 50 * 2**20

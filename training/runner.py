@@ -35,12 +35,12 @@ class Stage:
 STAGES: tuple[Stage, ...] = (
     Stage("image_vae", 900, 2e-3, stages.image_vae),
     Stage("audio_vae", 800, 2e-3, stages.audio_vae),
-    Stage("vocoder", 2000, 1e-3, stages.vocoder),
+    Stage("vocoder", 500, 1e-3, stages.vocoder),  # the tiny model decodes audio with Griffin-Lim by default
     Stage("optimus", 3000, 1e-3, stages.optimus),
     Stage("clip", 1200, 1e-3, bridging.clip),
     Stage("clap", 2000, 1e-3, bridging.clap),
-    Stage("unet_image", 1800, 1e-3, diffusion.unet_image),
-    Stage("unet_audio", 1500, 1e-3, diffusion.unet_audio),
+    Stage("unet_image", 2800, 1e-3, diffusion.unet_image),
+    Stage("unet_audio", 3000, 1e-3, diffusion.unet_audio),
     Stage("unet_text", 5000, 1e-3, diffusion.unet_text),
     Stage("joint_text_image", 800, 5e-4, diffusion.joint_text_image),
     Stage("joint_text_audio", 500, 5e-4, diffusion.joint_text_audio),
