@@ -29,7 +29,8 @@ PURPOSES = {
     "tiny": (
         "A small CoDi trained by this repo on the Shapes & Tones world: red, green, blue and yellow circles, squares "
         "and triangles that move up, down, left, right or stay still, and tones whose pitch, timbre and glide say "
-        "the same. Try “a red circle moving up”. It runs offline on a CPU in about a second and knows nothing "
+        "the same. Try “a red circle” or “a blue box sliding left”: colours and shapes come out reliably, motion "
+        "directions often do not yet (see EVAL.md). It runs offline on a CPU in about a second and knows nothing "
         "outside that world."
     ),
     "official": (
