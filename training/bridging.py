@@ -2,17 +2,45 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from codi.world import render_videos, sample_scene
+from codi.world.scene import DIRECTIONS, TRAVEL, Scene
 from training.context import NUM_TONES, Context, tone_scenes
 from training.data import CaptionSampler, clip_pixels, match_matrix, tone
 from training.losses import distinct_penalty, soft_info_nce
 from training.stages import Losses, Plan
 
 TEMPERATURE = 0.07
+TEMPORAL_OUT_STD = 0.1  # from-scratch init of the CLIP temporal blocks' output layers (official: zeros)
+POSITION_BIAS_STD = 3.0  # ... and of their relative-position-bias head (the only sense of time order they have)
+OPPOSITE = {"up": "down", "down": "up", "left": "right", "right": "left", "still": "still"}
+
+
+def reversed_twin(scene: Scene) -> Scene:
+    """The scene whose video is `scene`'s played backwards: opposite motion, starting where `scene` ends."""
+    dx, dy = DIRECTIONS[scene.motion]
+    return dataclasses.replace(
+        scene, motion=OPPOSITE[scene.motion], cx=scene.cx + dx * TRAVEL, cy=scene.cy + dy * TRAVEL
+    )
+
+
+def widen_clip_temporal_init(model: nn.Module) -> None:
+    """From scratch, CoDi's CLIP video path is blind to time order: the temporal blocks start as the identity and
+    their only order signal, the relative-position bias, starts small, so a video and its reversal embed alike
+    (cosine 1.0000 after 1200 steps: left = right, up = down). A wider init of those layers lets the contrastive
+    loss (with reversed twins in the batch) find the order: motion retrieval 20 % -> 90 % in a 600-step trial."""
+    for layer in model.clip.model.vision_model.encoder.layers:
+        block = getattr(layer, "temporal_self_attn", None)
+        if block is None:
+            continue
+        nn.init.normal_(block.temporal_attn.to_out.weight, std=TEMPORAL_OUT_STD)
+        nn.init.normal_(block.ff.proj_out[1].weight, std=TEMPORAL_OUT_STD)
+        nn.init.normal_(block.temporal_rel_pos_bias.net[2].weight, std=POSITION_BIAS_STD)
 
 
 def clip(ctx: Context) -> Plan:
@@ -20,7 +48,8 @@ def clip(ctx: Context) -> Plan:
 
     Soft targets count every caption whose stated attributes hold for a sample as a positive (partial and
     repeated captions are no false negatives); images match on color and shape, videos also on motion. The
-    unconditional embeddings (empty prompt, grey image, grey video) are pushed away from real ones.
+    unconditional embeddings (empty prompt, grey image, grey video) are pushed away from real ones. Half of the
+    videos are the time-reversed twins of the other half: pairs that differ only in the direction of motion.
     """
     m, g = ctx.model, ctx.rng("clip")
     size, frames = m.config.clip.vision.image_size, m.config.media.cond_video_frames
@@ -30,7 +59,8 @@ def clip(ctx: Context) -> Plan:
 
     def step(i: int) -> Losses:
         scenes_i = [sample_scene(g) for _ in range(bi)]
-        scenes_v = [sample_scene(g) for _ in range(bv)]
+        half = [sample_scene(g) for _ in range(bv - bv // 2)]
+        scenes_v = half + [reversed_twin(s) for s in half[: bv // 2]]
         videos = render_videos(scenes_i + scenes_v)  # [bi+bv,F,H,W,3]
         cap_i = captions(scenes_i, 0.3, for_image=True)
         cap_v = captions(scenes_v, 0.3)

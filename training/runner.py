@@ -74,6 +74,7 @@ def fresh_model(config: CoDiConfig, seed: int) -> CoDiModel:
     model = CoDiModel(config)
     diffusion.zero_init_transformer_outputs(model)
     stages.widen_text_encoder_init(model)
+    bridging.widen_clip_temporal_init(model)
     return model
 
 
