@@ -116,7 +116,13 @@ class CoDiPipeline:
 
     # -- 1. check inputs -------------------------------------------------------------------------
     def _check(
-        self, conditions: list[Condition], outputs: list[Modality], steps: int, guidance: float, num_samples: int
+        self,
+        conditions: list[Condition],
+        outputs: list[Modality],
+        steps: int,
+        guidance: float,
+        num_samples: int,
+        text_temperature: float,
     ) -> None:
         for m in outputs:
             if not self.model.can_generate(m):
@@ -127,6 +133,8 @@ class CoDiPipeline:
             raise InputError(f"guidance scale must be a number >= 0, got {guidance}")
         if not 1 <= num_samples <= 16:
             raise InputError(f"number of samples must be between 1 and 16, got {num_samples}")
+        if not 0.0 < text_temperature <= 10.0:
+            raise InputError(f"text_temperature must be in (0, 10], got {text_temperature}")
 
     # -- 2. encode conditions ----------------------------------------------------------------------
     @torch.no_grad()
@@ -226,15 +234,13 @@ class CoDiPipeline:
         sampler = Sampler(sampler or d.sampler)
         coupling = CouplingMode(coupling or d.coupling)
         temperature = float(text_temperature if text_temperature is not None else d.text_temperature)
-        if not 0.0 < temperature <= 10.0:
-            raise InputError(f"text_temperature must be in (0, 10], got {temperature}")
         seed = int(seed) if seed is not None else int(torch.randint(0, MAX_SEED, (1,)).item())
         if not 0 <= seed <= MAX_SEED:
             raise InputError(f"seed must be between 0 and {MAX_SEED}, got {seed}")
         # 1. check inputs
         outs = parse_outputs(outputs)
         conditions = collect_conditions(inputs, weights)
-        self._check(conditions, outs, steps, guidance, num_samples)
+        self._check(conditions, outs, steps, guidance, num_samples, temperature)
         for c in conditions:
             c.value = load_condition_value(c, self.config.media)
         gen = torch.Generator().manual_seed(seed)

@@ -68,8 +68,8 @@ def pick_device(name: str = "auto") -> torch.device:
 
 
 def fresh_model(config: CoDiConfig, seed: int) -> CoDiModel:
-    """Seeded random initialisation, with the UNets' transformer outputs zeroed (LDM init) and a wider init of
-    the from-scratch Optimus encoder."""
+    """Seeded random initialisation, with the UNets' transformer outputs zeroed (LDM init) and wider inits of
+    the from-scratch Optimus encoder and CLIP temporal blocks."""
     torch.manual_seed(seed)
     model = CoDiModel(config)
     diffusion.zero_init_transformer_outputs(model)

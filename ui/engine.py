@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from codi.cli import save_result
+from codi.config import SamplingDefaults
 from codi.hub import WeightsNotFoundError, download_command
 from codi.modality import ALL_MODALITIES
 from codi.pipeline import CoDiPipeline, GenerationResult
@@ -169,9 +170,7 @@ class Engine:
     @property
     def defaults(self) -> dict[str, Any]:
         """The model's default steps, guidance, sampler, coupling and text temperature."""
-        if self.pipe is None:
-            return {"steps": 50, "guidance": 7.5, "sampler": "ddim", "coupling": "official", "text_temperature": 1.0}
-        d = self.pipe.config.defaults
+        d = self.pipe.config.defaults if self.pipe is not None else SamplingDefaults()
         return {
             "steps": d.steps,
             "guidance": d.guidance_scale,
