@@ -17,6 +17,14 @@ from codi.world import render_video, sample_scene
 from training.bridging import reversed_twin
 from training.context import NUM_TONES, tone_index, tone_scenes
 from training.data import match_matrix
+from training.diffusion import (
+    HIGH_NOISE_FROM,
+    HIGH_NOISE_WEIGHT_CAP,
+    SIGNAL_FREE_FROM,
+    high_noise_weights,
+    sample_timesteps,
+    signal_free_start,
+)
 from training.losses import envelope_loss, soft_info_nce
 from training.runner import STAGE_NAMES, STAGES, fresh_model, train
 from training.stages import ENCODER_INIT_STD
@@ -120,3 +128,36 @@ def test_from_scratch_clip_video_path_sees_time_order():
         backward = model.clip.encode_video(video.flip(2))[:, 0]  # [2,D]
     cos = (forward * backward).sum(-1)  # [2]
     assert (cos < 0.995).all(), cos  # with the official identity init: 1.0000
+
+
+def test_high_noise_emphasis_draws_late_timesteps_and_weights_them():
+    tg = torch.Generator().manual_seed(0)
+    uniform = sample_timesteps(4000, 1000, 0.0, torch.Generator().manual_seed(0))
+    biased = sample_timesteps(4000, 1000, 0.5, tg)
+    assert int(biased.min()) >= 0 and int(biased.max()) < 1000
+    late_uniform = (uniform >= HIGH_NOISE_FROM).float().mean().item()  # ~0.3
+    late_biased = (biased >= HIGH_NOISE_FROM).float().mean().item()  # ~0.3 * 0.5 + 0.5 = 0.65
+    assert abs(late_uniform - 0.3) < 0.03 and abs(late_biased - 0.65) < 0.03
+    ab = tiny_config().schedule.alphas_cumprod()
+    t = torch.tensor([0, 200, 500, 800, 999])
+    raw = ((1 - ab[t]) / ab[t]).clamp(1.0, HIGH_NOISE_WEIGHT_CAP)
+    torch.testing.assert_close(high_noise_weights(t, ab), raw / raw.mean())
+    assert raw[:2].tolist() == [1.0, 1.0] and raw[-1] == HIGH_NOISE_WEIGHT_CAP  # low noise: plain eps-MSE
+    assert 2.0 < raw[2] < 3.0 and 20.0 >= raw[3] > 10.0  # 1 / SNR: 2.6 at t = 500, 26 -> 20 at t = 800
+
+
+def test_signal_free_rows_see_pure_noise_and_the_eps_it_implies():
+    ab = tiny_config().schedule.alphas_cumprod()
+    g = torch.Generator().manual_seed(1)
+    x0 = {Modality.AUDIO: torch.randn(400, 2, 3, 3, generator=g)}
+    noise = {Modality.AUDIO: torch.randn(400, 2, 3, 3, generator=g)}
+    t = torch.randint(0, 500, (400,), generator=g)
+    noisy = {Modality.AUDIO: ab[t].sqrt().view(-1, 1, 1, 1) * x0[Modality.AUDIO]}  # stand-in: never kept as is
+    t2, noisy2, target = signal_free_start(t, x0, noisy, noise, ab, torch.Generator().manual_seed(2))
+    rows = t2 >= SIGNAL_FREE_FROM  # the untouched rows all have t < 500
+    assert 0.10 < rows.float().mean() < 0.20 and (t2[~rows] == t[~rows]).all()
+    n, x, a = noise[Modality.AUDIO][rows], x0[Modality.AUDIO][rows], ab[t2[rows]].view(-1, 1, 1, 1)
+    torch.testing.assert_close(noisy2[Modality.AUDIO][rows], n)  # the sampler's start: no signal
+    torch.testing.assert_close(target[Modality.AUDIO][rows], (n - a.sqrt() * x) / (1 - a).sqrt())
+    torch.testing.assert_close(noisy2[Modality.AUDIO][~rows], noisy[Modality.AUDIO][~rows])
+    torch.testing.assert_close(target[Modality.AUDIO][~rows], noise[Modality.AUDIO][~rows])

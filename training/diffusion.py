@@ -6,7 +6,6 @@ from collections.abc import Iterable
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from codi.modality import Modality
@@ -18,6 +17,22 @@ from training.stages import Losses, Plan
 
 COND_DROPOUT = 0.1  # condition replaced by the modality's unconditional embedding (classifier-free guidance)
 JOINT_DROPOUT = 0.15
+# High-noise emphasis (audio and video). With uniform timesteps a small world's latents give their content away
+# through the noise itself (60 fixed tones are told apart from x_t even at t = 999), and eps-MSE weighs the
+# high-noise steps, where the layout and the motion are decided, by their SNR; the UNet then learns to ignore
+# the condition. A share of the rows draws t from the top of the schedule, and rows are weighted by
+# clamp(1 / SNR, 1, HIGH_NOISE_WEIGHT_CAP) (an x0-like weight at high noise, plain eps-MSE elsewhere).
+HIGH_NOISE_FROM = 700
+HIGH_NOISE_WEIGHT_CAP = 20.0
+HIGH_NOISE_SHARE = 0.5
+# The sampler starts from pure noise, but x_t at the last training step still holds the latent at SNR 0.005,
+# enough to tell the 60 tones (or a video's direction) apart without the condition; the UNet learns to read that
+# leak and, started from signal-free noise, ignores its condition (the flaw zero-terminal-SNR schedules fix). With
+# the emphasis on, this share of rows is shown the sampler's start instead: pure noise x at a t in
+# [SIGNAL_FREE_FROM, T) (where samplers of >= 10 steps take their first step: 961 for 25 DDIM steps), with the
+# target eps that x implies for the clean latent at t, (x - sqrt(a_t) x0) / sqrt(1 - a_t).
+SIGNAL_FREE_SHARE = 0.15
+SIGNAL_FREE_FROM = 900
 
 
 def zero_init_transformer_outputs(model: nn.Module) -> None:
@@ -48,19 +63,73 @@ def _drop(cond: Tensor, uncond: Tensor, p: float, g: np.random.Generator) -> Ten
     return torch.where(mask, uncond[None].to(cond.dtype), cond)
 
 
-def _eps_loss(ctx: Context, x0: dict[Modality, Tensor], context: Tensor, tg: torch.Generator, joint: bool) -> Losses:
-    """Noises every latent at one shared timestep per row and returns the eps-MSE per modality and summed."""
+def sample_timesteps(b: int, total: int, high_share: float, tg: torch.Generator) -> Tensor:
+    """[b] training timesteps: uniform in [0, total), a `high_share` of rows uniform in [HIGH_NOISE_FROM, total)."""
+    t = torch.randint(0, total, (b,), generator=tg)
+    if high_share > 0:
+        high = torch.rand(b, generator=tg) < high_share
+        t = torch.where(high, torch.randint(HIGH_NOISE_FROM, total, (b,), generator=tg), t)
+    return t
+
+
+def high_noise_weights(t: Tensor, alphas_cumprod: Tensor) -> Tensor:
+    """[b] per-row loss weights clamp(1 / SNR(t), 1, HIGH_NOISE_WEIGHT_CAP), normalised to mean 1."""
+    ab = alphas_cumprod[t].float()
+    w = ((1 - ab) / ab).clamp(1.0, HIGH_NOISE_WEIGHT_CAP)
+    return w / w.mean()
+
+
+def signal_free_start(
+    t: Tensor,
+    x0: dict[Modality, Tensor],
+    noisy: dict[Modality, Tensor],
+    noise: dict[Modality, Tensor],
+    alphas_cumprod: Tensor,
+    tg: torch.Generator,
+) -> tuple[Tensor, dict[Modality, Tensor], dict[Modality, Tensor]]:
+    """Turns a SIGNAL_FREE_SHARE of rows into a sampler's start: t in [SIGNAL_FREE_FROM, T), x_t = the pure noise,
+    and the eps target that implies. Returns (t [B], noisy latents, eps targets)."""
+    b, total = t.shape[0], alphas_cumprod.shape[0]
+    rows = (torch.rand(b, generator=tg) < SIGNAL_FREE_SHARE).to(t.device)  # [B]
+    t = torch.where(rows, torch.randint(SIGNAL_FREE_FROM, total, (b,), generator=tg).to(t.device), t)
+    a = alphas_cumprod[t].float()  # [B]
+    new_noisy, target = {}, {}
+    for m, x in x0.items():
+        shape = (-1, *([1] * (x.ndim - 1)))
+        mask, a_m = rows.view(shape), a.view(shape)  # [B,1,...]
+        new_noisy[m] = torch.where(mask, noise[m].to(noisy[m].dtype), noisy[m])
+        implied = (noise[m] - a_m.sqrt() * x.float()) / (1 - a_m).sqrt()
+        target[m] = torch.where(mask, implied, noise[m])
+    return t, new_noisy, target
+
+
+def _eps_loss(
+    ctx: Context,
+    x0: dict[Modality, Tensor],
+    context: Tensor,
+    tg: torch.Generator,
+    joint: bool,
+    high_share: float = 0.0,
+) -> Losses:
+    """Noises every latent at one shared timestep per row and returns the eps-MSE per modality and summed.
+
+    `high_share` > 0 turns on the high-noise emphasis (see HIGH_NOISE_FROM): biased timesteps, row weights and
+    signal-free starts (see SIGNAL_FREE_SHARE).
+    """
     b = context.shape[0]
-    t = torch.randint(0, ctx.model.config.schedule.num_train_timesteps, (b,), generator=tg).to(ctx.device)
+    t = sample_timesteps(b, ctx.model.config.schedule.num_train_timesteps, high_share, tg).to(ctx.device)
     noise = {m: ctx.randn(tuple(x.shape), tg) for m, x in x0.items()}
     noisy = {m: add_noise(x, noise[m], t, ctx.model.alphas_cumprod) for m, x in x0.items()}
+    if high_share > 0:
+        t, noisy, noise = signal_free_start(t, x0, noisy, noise, ctx.model.alphas_cumprod, tg)
     if joint:
         # inputs that require grad: torch 2.13 CPU segfaults in backward when only the connecters need grads
         noisy = {m: x.requires_grad_(True) for m, x in noisy.items()}
         eps = ctx.model.diffusion(noisy, t, context[:, None], mode=CouplingMode.PAPER)
     else:
         eps = {m: ctx.model.diffusion.unet_for(m)(x, t, context[:, None]) for m, x in noisy.items()}
-    out = {m.value: F.mse_loss(eps[m].float(), noise[m]) for m in x0}
+    w = high_noise_weights(t, ctx.model.alphas_cumprod) if high_share > 0 else torch.ones(b, device=ctx.device)
+    out = {m.value: ((eps[m].float() - noise[m]).pow(2).flatten(1).mean(1) * w).mean() for m in x0}
     out["loss"] = sum(out.values())
     return out
 
@@ -80,7 +149,9 @@ def unet_image(ctx: Context) -> Plan:
         img = _eps_loss(
             ctx, {Modality.IMAGE: pool.video_latents[ii][:, :, 0]}, _drop(ci, u, COND_DROPOUT, g), tg, False
         )
-        vid = _eps_loss(ctx, {Modality.VIDEO: pool.video_latents[iv]}, _drop(cv, u, COND_DROPOUT, g), tg, False)
+        vid = _eps_loss(
+            ctx, {Modality.VIDEO: pool.video_latents[iv]}, _drop(cv, u, COND_DROPOUT, g), tg, False, HIGH_NOISE_SHARE
+        )
         return {"loss": img["loss"] + vid["loss"], "image": img["image"], "video": vid["video"]}
 
     return Plan(body_params(m.diffusion.unet_image), step)
@@ -97,7 +168,7 @@ def unet_audio(ctx: Context) -> Plan:
         scenes = [pool.scenes[j] for j in idx]
         cond = _drop(ctx.text_embeds(captions(scenes, 0.3)), ctx.uncond()["text"], COND_DROPOUT, g)
         lat = tones["latent"][torch.tensor([tone_index(s) for s in scenes])]  # [B,C,t,m]
-        return _eps_loss(ctx, {Modality.AUDIO: lat}, cond, tg, False)
+        return _eps_loss(ctx, {Modality.AUDIO: lat}, cond, tg, False, HIGH_NOISE_SHARE)
 
     return Plan(body_params(m.diffusion.unet_audio), step)
 
