@@ -26,7 +26,7 @@ from training.diffusion import (
     signal_free_start,
 )
 from training.losses import envelope_loss, soft_info_nce
-from training.runner import STAGE_NAMES, STAGES, fresh_model, train
+from training.runner import STAGE_NAMES, STAGES, export, fresh_model, train
 from training.stages import ENCODER_INIT_STD
 
 
@@ -161,3 +161,20 @@ def test_signal_free_rows_see_pure_noise_and_the_eps_it_implies():
     torch.testing.assert_close(target[Modality.AUDIO][rows], (n - a.sqrt() * x) / (1 - a).sqrt())
     torch.testing.assert_close(noisy2[Modality.AUDIO][~rows], noisy[Modality.AUDIO][~rows])
     torch.testing.assert_close(target[Modality.AUDIO][~rows], noise[Modality.AUDIO][~rows])
+
+
+def test_export_writes_the_current_config_with_the_measured_scales(tmp_path):
+    stale = tiny_config()  # as saved by an older run: other non-weight settings, measured scale factors
+    stale.audio_vae = dataclasses.replace(stale.audio_vae, waveform_decoder="hifigan", scale_factor=0.6)
+    stale.image_vae = dataclasses.replace(stale.image_vae, scale_factor=0.7)
+    stale.optimus.scale_factor = 0.8
+    stale.defaults = dataclasses.replace(stale.defaults, guidance_scale=2.0)
+    export(fresh_model(stale, seed=0), tmp_path, {}, tiny_config())
+    written = CoDiConfig.load(tmp_path / "config.json")
+    assert written.audio_vae.waveform_decoder == tiny_config().audio_vae.waveform_decoder
+    assert written.defaults == tiny_config().defaults
+    assert (written.image_vae.scale_factor, written.audio_vae.scale_factor, written.optimus.scale_factor) == (
+        0.7,
+        0.6,
+        0.8,
+    )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
@@ -101,10 +102,24 @@ def load_state(folder: Path, device: torch.device) -> CoDiModel:
     return model.to(device)
 
 
-def export(model: CoDiModel, folder: Path, meta: dict) -> int:
-    """checkpoints/<name>/{config.json, model.safetensors (float16), meta.json}; returns the weights' bytes."""
+def with_measured_scales(config: CoDiConfig, trained: CoDiConfig) -> CoDiConfig:
+    """`config` (what the code builds now) with the latent scale factors training measured into `trained`.
+
+    A resumed run keeps the config its state was saved with; exporting this instead means settings that carry no
+    weights (waveform decoder, sampling defaults) are always the current code's."""
+    out = CoDiConfig.from_dict(config.to_dict())
+    out.image_vae = dataclasses.replace(out.image_vae, scale_factor=trained.image_vae.scale_factor)
+    out.audio_vae = dataclasses.replace(out.audio_vae, scale_factor=trained.audio_vae.scale_factor)
+    out.optimus.scale_factor = trained.optimus.scale_factor
+    return out
+
+
+def export(model: CoDiModel, folder: Path, meta: dict, config: CoDiConfig | None = None) -> int:
+    """checkpoints/<name>/{config.json, model.safetensors (float16), meta.json}; returns the weights' bytes.
+
+    `config`: the config to write with the measured scale factors (default: the model's own)."""
     folder.mkdir(parents=True, exist_ok=True)
-    model.config.save(folder / CONFIG_NAME)
+    (model.config if config is None else with_measured_scales(config, model.config)).save(folder / CONFIG_NAME)
     state = {
         k: (v.half() if v.is_floating_point() else v).detach().contiguous().cpu() for k, v in model.state_dict().items()
     }
@@ -204,5 +219,5 @@ def train(
             "stages": done["stages"],
             "total_seconds": round(sum(s.get("seconds", 0) for s in done["stages"].values()), 1),
         }
-        meta["weights_bytes"] = export(model, export_to, meta)
+        meta["weights_bytes"] = export(model, export_to, meta, config)
     return done
