@@ -26,7 +26,7 @@ from training.diffusion import (
     signal_free_start,
 )
 from training.losses import envelope_loss, soft_info_nce
-from training.runner import STAGE_NAMES, STAGES, export, fresh_model, train
+from training.runner import STAGE_NAMES, STAGES, export, fresh_model, train, with_measured_scales
 from training.stages import ENCODER_INIT_STD
 
 
@@ -99,10 +99,7 @@ def test_from_scratch_optimus_encoder_starts_wide():
 def test_committed_checkpoint_is_what_the_training_code_builds():
     """checkpoints/tiny/config.json = tiny_config() plus the three latent scale factors training measured."""
     committed = CoDiConfig.load(TINY_DIR / "config.json")
-    built = tiny_config()
-    built.image_vae = dataclasses.replace(built.image_vae, scale_factor=committed.image_vae.scale_factor)
-    built.audio_vae = dataclasses.replace(built.audio_vae, scale_factor=committed.audio_vae.scale_factor)
-    built.optimus.scale_factor = committed.optimus.scale_factor
+    built = with_measured_scales(tiny_config(), committed)
     assert committed.to_dict() == built.to_dict()
     meta = json.loads((TINY_DIR / "meta.json").read_text())
     assert list(meta["stages"]) == list(STAGE_NAMES)
