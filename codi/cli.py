@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from codi.conditions import InputError
+from codi.evaluate import TASK_NAMES
 from codi.media import MediaError, write_audio, write_image, write_json, write_video
 from codi.pipeline import CoDiPipeline, GenerationResult
 
@@ -71,6 +72,9 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--steps", type=int, default=None, help="sampler steps (default: the model's)")
     e.add_argument("--guidance", type=float, default=None, help="guidance scale (default: the model's)")
     e.add_argument("--text-temperature", type=float, default=None, help="text decoder temperature (model's)")
+    e.add_argument(
+        "--tasks", default="all", help="'all' or a comma list of: " + ", ".join(TASK_NAMES) + " (quote the '>')"
+    )
     e.add_argument("--device", default="cpu")
     e.add_argument("--json", default="eval.json", help="where to write the scores as JSON ('' for none)")
     return p

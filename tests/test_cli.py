@@ -191,3 +191,9 @@ def test_module_entry_point_runs(model_dir: Path, tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stderr
     assert read_audio(tmp_path / "audio.wav").sample_rate == 16000
     write_audio(AudioClip(np.zeros(10, np.float32), 8000), tmp_path / "x.wav")
+
+
+def test_eval_refuses_unknown_tasks_before_loading(capsys) -> None:
+    assert main(["eval", "--model", "/no/such/model", "--tasks", "text->image,text->smell", "--json", ""]) == 2
+    err = capsys.readouterr().err
+    assert "text->smell" in err and "audio->image" in err and "Traceback" not in err

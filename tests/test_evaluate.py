@@ -60,3 +60,20 @@ def test_oracle_scores_full_marks() -> None:
     assert set(by_task["text->video"].accuracy) == set(ALL3)
     text = table(scores)
     assert text.splitlines()[0].startswith("| task | n | color | shape | motion |") and "100 %" in text
+
+
+def test_task_subset_scores_as_in_the_full_run() -> None:
+    full = {s.task: s.accuracy for s in evaluate(Oracle(), n=3, seed=5)}
+    part = evaluate(Oracle(), n=3, seed=5, tasks=("audio->text", "joint"))
+    assert [s.task for s in part] == [
+        "audio->text",
+        "joint video+audio motion agreement",
+        "separate video, audio motion agreement",
+    ]
+    assert all(s.accuracy == full[s.task] for s in part)
+    try:
+        evaluate(Oracle(), n=1, tasks=("text->smell",))
+    except ValueError as e:
+        assert "text->smell" in str(e)
+    else:
+        raise AssertionError("an unknown task must be refused")
