@@ -15,18 +15,28 @@ from codi.presets import TINY_DIR, load_folder
 from codi.tiny import tiny_config
 from codi.world import render_video, sample_scene
 from training.bridging import reversed_twin
-from training.context import NUM_TONES, tone_index, tone_scenes
+from training.context import NUM_TONES, Context, tone_index, tone_scenes
 from training.data import match_matrix
 from training.diffusion import (
     HIGH_NOISE_FROM,
     HIGH_NOISE_WEIGHT_CAP,
     SIGNAL_FREE_FROM,
     high_noise_weights,
+    is_connector,
     sample_timesteps,
     signal_free_start,
 )
 from training.losses import envelope_loss, soft_info_nce
-from training.runner import STAGE_NAMES, STAGES, export, fresh_model, train, with_measured_scales
+from training.runner import (
+    STAGE_NAMES,
+    STAGES,
+    export,
+    fresh_model,
+    run_stage,
+    train,
+    with_measured_scales,
+    with_prerequisites,
+)
 from training.stages import ENCODER_INIT_STD
 
 
@@ -175,3 +185,21 @@ def test_export_writes_the_current_config_with_the_measured_scales(tmp_path):
         0.6,
         0.8,
     )
+
+
+def test_audio_video_stage_fine_tunes_the_text_image_connectors(tmp_path):
+    """The image UNet's environment encoder and connectors are trained text-image, then audio-video: the second
+    stage goes on from the first's result (no reset to the init), and re-running it re-runs the first."""
+    assert with_prerequisites(["joint_audio_video"]) == ("joint_text_image", "joint_audio_video")
+    assert with_prerequisites(["clip", "unet_text"]) == ("clip", "unet_text")
+    torch.set_num_threads(1)
+    model = fresh_model(tiny_config(), seed=0)
+    ctx = Context(model, torch.device("cpu"), batch_cap=2)
+    name, param = next((n, p) for n, p in model.diffusion.unet_image.named_parameters() if is_connector(n))
+    with torch.no_grad():
+        param.add_(1.0)  # stands in for what joint_text_image learned
+    before = param.detach().clone()
+    stage = next(s for s in STAGES if s.name == "joint_audio_video")
+    run_stage(ctx, stage, 1, tmp_path / "log.jsonl", progress=False)
+    moved = (param.detach() - before).abs().max().item()
+    assert moved < 0.01, (name, moved)  # one AdamW step of lr 5e-4 away; a reset would move it by ~1

@@ -25,12 +25,17 @@ from training.stages import Plan
 
 @dataclass(frozen=True)
 class Stage:
-    """One training stage: its name, default step count, peak learning rate and plan builder."""
+    """One training stage: its name, default step count, peak learning rate and plan builder.
+
+    `fine_tunes`: the earlier stage whose trained parameters this one goes on training (the image UNet's environment
+    encoder and connectors: text-image, then audio-video). Such a stage starts from that stage's result instead of
+    the seeded init, and re-running it re-runs that stage first."""
 
     name: str
     steps: int
     lr: float
     setup: Callable[[Context], Plan]
+    fine_tunes: str | None = None
 
 
 STAGES: tuple[Stage, ...] = (
@@ -45,9 +50,20 @@ STAGES: tuple[Stage, ...] = (
     Stage("unet_text", 5000, 1e-3, diffusion.unet_text),
     Stage("joint_text_image", 800, 5e-4, diffusion.joint_text_image),
     Stage("joint_text_audio", 500, 5e-4, diffusion.joint_text_audio),
-    Stage("joint_audio_video", 600, 5e-4, diffusion.joint_audio_video),
+    Stage("joint_audio_video", 600, 5e-4, diffusion.joint_audio_video, fine_tunes="joint_text_image"),
 )
 STAGE_NAMES = tuple(s.name for s in STAGES)
+
+
+def with_prerequisites(names: Sequence[str]) -> tuple[str, ...]:
+    """`names` plus every stage a named stage fine-tunes (transitively), in the canonical order."""
+    by_name, chosen = {s.name: s for s in STAGES}, set(names)
+    for stage in reversed(STAGES):
+        if stage.name in chosen and stage.fine_tunes:
+            chosen.add(stage.fine_tunes)
+    return tuple(n for n in STAGE_NAMES if n in chosen and n in by_name)
+
+
 STALE_AFTER: dict[str, tuple[str, ...]] = {  # caches of frozen-encoder outputs a stage invalidates
     "image_vae": ("pool",),
     "audio_vae": ("tones",),
@@ -144,7 +160,8 @@ def run_stage(ctx: Context, stage: Stage, steps: int, log: Path, progress: bool 
         p.requires_grad_(False)
     plan = stage.setup(ctx)
     params = list({id(p): p for p in plan.params}.values())
-    reset_to_init(model, params, ctx.seed)
+    if stage.fine_tunes is None:
+        reset_to_init(model, params, ctx.seed)
     for p in params:
         p.requires_grad_(True)
     opt = torch.optim.AdamW(params, lr=stage.lr, weight_decay=0.0, betas=(0.9, 0.99))
@@ -189,8 +206,10 @@ def train(
     export_to: Path | None = None,
     progress: bool = True,
 ) -> dict:
-    """Runs `names` in the canonical order; finished stages are skipped with `resume`. Returns the summary."""
+    """Runs `names` (plus the stages they fine-tune) in the canonical order; finished stages are skipped with
+    `resume`. Returns the summary."""
     device = device or pick_device()
+    names = with_prerequisites(names)
     out.mkdir(parents=True, exist_ok=True)
     state_dir, progress_file, log = out / "state", out / "progress.json", out / "log.jsonl"
     done = json.loads(progress_file.read_text()) if progress_file.exists() else {"stages": {}}
