@@ -203,3 +203,31 @@ def test_audio_video_stage_fine_tunes_the_text_image_connectors(tmp_path):
     run_stage(ctx, stage, 1, tmp_path / "log.jsonl", progress=False)
     moved = (param.detach() - before).abs().max().item()
     assert moved < 0.01, (name, moved)  # one AdamW step of lr 5e-4 away; a reset would move it by ~1
+
+
+def test_joint_loss_aligns_the_two_environments_of_a_pair():
+    """With `env_match`, the joint loss adds a soft InfoNCE between the pair's environment vectors; its gradient
+    reaches the environment encoder (connecters_out), which the eps loss alone barely trains."""
+    from training.diffusion import _eps_loss, _same
+
+    torch.set_num_threads(1)
+    model = fresh_model(tiny_config(), seed=0)
+    ctx = Context(model, torch.device("cpu"))
+    rng = np.random.default_rng(0)
+    scenes = [sample_scene(rng, motion=m) for m in ("up", "up", "down")]
+    scenes[1] = dataclasses.replace(scenes[1], color=scenes[0].color, shape=scenes[0].shape)
+    match = _same(scenes)
+    assert match.tolist() == [[1, 1, 0], [1, 1, 0], [0, 0, 1]]
+    assert _same(scenes, ("color", "shape"))[0, 1] == 1
+    g, side = torch.Generator().manual_seed(0), model.config.media.image_size // 8
+    x0 = {
+        Modality.TEXT: torch.randn(3, model.config.optimus.latent_size, generator=g),
+        Modality.IMAGE: torch.randn(3, 4, side, side, generator=g),
+    }
+    context = torch.randn(3, model.config.clip.projection_dim, generator=g)
+    losses = _eps_loss(ctx, x0, context, torch.Generator().manual_seed(1), True, env_match=match)
+    assert set(losses) == {"text", "image", "env", "loss"}
+    assert torch.isclose(losses["loss"], losses["text"] + losses["image"] + 0.1 * losses["env"])
+    env_param = next(p for n, p in model.diffusion.unet_image.named_parameters() if n.startswith("connecters_out"))
+    (grad,) = torch.autograd.grad(losses["env"], env_param)
+    assert grad.abs().sum() > 0

@@ -226,6 +226,7 @@ def train(
         steps = steps_override or max(1, round(stage.steps * scale))
         summary = run_stage(ctx, stage, steps, log, progress)
         done["stages"][stage.name] = summary
+        done["stages"] = {n: done["stages"][n] for n in STAGE_NAMES if n in done["stages"]}  # canonical order
         ctx.forget(*STALE_AFTER.get(stage.name, ()))
         save_state(model, state_dir)
         progress_file.write_text(json.dumps(done, indent=2) + "\n")
