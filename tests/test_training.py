@@ -12,6 +12,7 @@ from codi.config import CoDiConfig
 from codi.modality import Modality
 from codi.models.optimus import bert_tokenizer
 from codi.presets import TINY_DIR, load_folder
+from codi.sampling import NoiseSchedule
 from codi.tiny import tiny_config
 from codi.world import render_video, sample_scene
 from training.bridging import reversed_twin
@@ -145,7 +146,7 @@ def test_high_noise_emphasis_draws_late_timesteps_and_weights_them():
     late_uniform = (uniform >= HIGH_NOISE_FROM).float().mean().item()  # ~0.3
     late_biased = (biased >= HIGH_NOISE_FROM).float().mean().item()  # ~0.3 * 0.5 + 0.5 = 0.65
     assert abs(late_uniform - 0.3) < 0.03 and abs(late_biased - 0.65) < 0.03
-    ab = tiny_config().schedule.alphas_cumprod()
+    ab = NoiseSchedule().alphas_cumprod()  # CoDi's scaled-linear schedule (0.00085 -> 0.012)
     t = torch.tensor([0, 200, 500, 800, 999])
     raw = ((1 - ab[t]) / ab[t]).clamp(1.0, HIGH_NOISE_WEIGHT_CAP)
     torch.testing.assert_close(high_noise_weights(t, ab), raw / raw.mean())
