@@ -155,6 +155,13 @@ TASKS: list[tuple[tuple[str, ...], str, tuple[str, ...]]] = [
 TASK_NAMES: tuple[str, ...] = (*("+".join(g) + "->" + o for g, o, _ in TASKS), "composition", "joint")
 
 
+def check_tasks(tasks: tuple[str, ...]) -> None:
+    """Raises ValueError naming the unknown ones (or an empty selection)."""
+    unknown = sorted(set(tasks) - set(TASK_NAMES))
+    if unknown or not tasks:
+        raise ValueError(f"unknown eval tasks {unknown or list(tasks)}; choose from {', '.join(TASK_NAMES)}")
+
+
 def evaluate(
     pipe: CoDiPipeline,
     n: int = 30,
@@ -165,9 +172,7 @@ def evaluate(
 ) -> list[TaskScore]:
     """The tasks of the table named in `tasks` (all by default), `n` samples each (held-out scenes drawn from
     `seed`; every task keeps its own seed offset, so a subset scores exactly as in the full run)."""
-    unknown = sorted(set(tasks) - set(TASK_NAMES))
-    if unknown:
-        raise ValueError(f"unknown eval tasks {unknown}; choose from {', '.join(TASK_NAMES)}")
+    check_tasks(tasks)
     scores = []
     for k, (given, output, attrs) in enumerate(TASKS):
         if TASK_NAMES[k] in tasks:
@@ -192,11 +197,10 @@ def table(scores: list[TaskScore]) -> str:
 
 def main(args: Any) -> int:
     tasks = TASK_NAMES if args.tasks == "all" else tuple(t.strip() for t in args.tasks.split(",") if t.strip())
-    unknown = sorted(set(tasks) - set(TASK_NAMES))
-    if unknown or not tasks:
-        print(
-            f"error: unknown eval tasks {unknown or args.tasks!r}; choose from {', '.join(TASK_NAMES)}", file=sys.stderr
-        )
+    try:
+        check_tasks(tasks)
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
         return 2
     pipe = CoDiPipeline.from_preset(args.model, device=args.device)
     pairs = (("steps", args.steps), ("guidance_scale", args.guidance), ("text_temperature", args.text_temperature))

@@ -127,6 +127,8 @@ def _eps_loss(
     signal-free starts (see SIGNAL_FREE_SHARE). `env_match` [B,B] (joint calls of two modalities): adds the
     environment alignment (see ENV_ALIGN_WEIGHT) with these positives.
     """
+    if env_match is not None and not joint:
+        raise ValueError("env_match needs a joint call (the environments exist only there)")
     b = context.shape[0]
     t = sample_timesteps(b, ctx.model.config.schedule.num_train_timesteps, high_share, tg).to(ctx.device)
     noise = {m: ctx.randn(tuple(x.shape), tg) for m, x in x0.items()}
@@ -136,15 +138,16 @@ def _eps_loss(
     if joint:
         # inputs that require grad: torch 2.13 CPU segfaults in backward when only the connecters need grads
         noisy = {m: x.requires_grad_(True) for m, x in noisy.items()}
-        eps = ctx.model.diffusion(noisy, t, context[:, None], mode=CouplingMode.PAPER)
+        envs = ctx.model.diffusion.environments(noisy, t)  # modality -> [B,1,C]
+        eps = ctx.model.diffusion(noisy, t, context[:, None], mode=CouplingMode.PAPER, envs=envs)
     else:
         eps = {m: ctx.model.diffusion.unet_for(m)(x, t, context[:, None]) for m, x in noisy.items()}
     w = high_noise_weights(t, ctx.model.alphas_cumprod) if high_share > 0 else torch.ones(b, device=ctx.device)
     out = {m.value: ((eps[m].float() - noise[m]).pow(2).flatten(1).mean(1) * w).mean() for m in x0}
     out["loss"] = sum(out.values())
-    if env_match is not None:
-        env_a, env_b = (ctx.model.diffusion.unet_for(m).environment(x, t)[:, 0] for m, x in noisy.items())  # [B,C]
-        nce = soft_info_nce(env_a.float(), env_b.float(), env_match.to(ctx.device), ENV_ALIGN_TEMPERATURE)
+    if env_match is not None:  # a joint call of two outputs
+        env_a, env_b = (e[:, 0].float() for e in envs.values())  # [B,C] each
+        nce = soft_info_nce(env_a, env_b, env_match.to(ctx.device), ENV_ALIGN_TEMPERATURE)
         out["env"] = nce
         out["loss"] = out["loss"] + ENV_ALIGN_WEIGHT * nce
     return out

@@ -57,11 +57,11 @@ STAGE_NAMES = tuple(s.name for s in STAGES)
 
 def with_prerequisites(names: Sequence[str]) -> tuple[str, ...]:
     """`names` plus every stage a named stage fine-tunes (transitively), in the canonical order."""
-    by_name, chosen = {s.name: s for s in STAGES}, set(names)
-    for stage in reversed(STAGES):
+    chosen = set(names)
+    for stage in reversed(STAGES):  # a stage fine-tunes an earlier one: one backward pass covers chains
         if stage.name in chosen and stage.fine_tunes:
             chosen.add(stage.fine_tunes)
-    return tuple(n for n in STAGE_NAMES if n in chosen and n in by_name)
+    return tuple(n for n in STAGE_NAMES if n in chosen)
 
 
 STALE_AFTER: dict[str, tuple[str, ...]] = {  # caches of frozen-encoder outputs a stage invalidates

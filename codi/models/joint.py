@@ -83,6 +83,7 @@ class JointDenoiser(nn.Module):
         timesteps: Tensor,
         context: Tensor,
         mode: CouplingMode = CouplingMode.OFFICIAL,
+        envs: Mapping[Modality, Tensor] | None = None,
     ) -> dict[Modality, Tensor]:
         """Predicts eps for every output latent.
 
@@ -92,6 +93,7 @@ class JointDenoiser(nn.Module):
             timesteps: [B] diffusion steps (shared by all outputs).
             context: [B, 1, D] mixed condition context (see `mix_conditions`).
             mode: environment coupling of joint calls (ignored with one output).
+            envs: `environments(latents, timesteps)` when the caller already has them (training reuses them).
         Returns:
             modality -> eps prediction shaped like its latent.
         """
@@ -100,12 +102,16 @@ class JointDenoiser(nn.Module):
         if len(items) == 1:
             ((modality, x),) = items
             return {modality: self.unet_for(modality)(x, timesteps, context)}
-        envs = [self.unet_for(m).environment(x, timesteps) for m, x in items]  # each [B, 1, C_env]
+        own = self.environments(latents, timesteps) if envs is None else envs  # modality -> [B, 1, C_env]
         out: dict[Modality, Tensor] = {}
-        for i, (modality, x) in enumerate(items):
+        for modality, x in items:
             if mode is CouplingMode.OFFICIAL:
-                env = envs[i]  # [B, 1, C_env]
+                env = own[modality]  # [B, 1, C_env]
             else:
-                env = torch.stack([e for j, e in enumerate(envs) if j != i]).mean(0)  # [B, 1, C_env]
+                env = torch.stack([e for m, e in own.items() if m is not modality]).mean(0)  # [B, 1, C_env]
             out[modality] = self.unet_for(modality)(x, timesteps, context, env_context=env)
         return out
+
+    def environments(self, latents: Mapping[Modality, Tensor], timesteps: Tensor) -> dict[Modality, Tensor]:
+        """Each output's environment vector [B, 1, C_env], from its own UNet's encoder on its own noisy latent."""
+        return {Modality.parse(m): self.unet_for(m).environment(x, timesteps) for m, x in latents.items()}
