@@ -26,7 +26,7 @@ from codi.media import AudioClip, VideoClip
 from codi.modality import ALL_MODALITIES, Modality
 from codi.model import CoDiModel
 from codi.models.joint import CouplingMode, mix_conditions
-from codi.sampling import Sampler, exact_timesteps, guided, official_timesteps, sample_ddim, sample_dpm
+from codi.sampling import Sampler, guided, sample_ddim, sample_dpm
 
 ProgressCallback = Callable[[int, int], None]  # (steps done, total steps)
 
@@ -255,9 +255,9 @@ class CoDiPipeline:
         callback = (lambda i, n, t: progress(i + 1, n)) if progress else None
         # 5. denoise
         if sampler is Sampler.DDIM:
-            grid = official_timesteps if official_timestep_grid else exact_timesteps
-            ts = grid(steps, self.config.schedule.num_train_timesteps)
-            latents = sample_ddim(denoiser, noise, self.model.alphas_cumprod, ts, callback)
+            schedule = self.config.schedule
+            ts = schedule.timesteps(steps, official_timestep_grid)
+            latents = sample_ddim(denoiser, noise, self.model.alphas_cumprod, ts, callback, schedule.prediction)
         else:
             latents = sample_dpm(denoiser, noise, self.config.schedule, steps, callback)
         t2 = time.perf_counter()

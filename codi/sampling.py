@@ -1,6 +1,8 @@
-"""Samplers as plain functions over a joint denoiser: `denoiser(latents, t) -> eps` for every modality.
+"""Samplers as plain functions over a joint denoiser: `denoiser(latents, t) -> prediction` for every modality.
 
-A joint state is a `dict[Modality, Tensor]` of latents updated together, one denoiser call per step.
+The prediction is eps (CoDi) or v = sqrt(a_t) eps - sqrt(1 - a_t) x0 (Salimans & Ho 2022; a training option of the
+tiny preset), as the schedule's `prediction` says. A joint state is a `dict[Modality, Tensor]` of latents updated
+together, one denoiser call per step.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from torch import Tensor
 from codi.modality import Modality
 
 Latents = dict[Modality, Tensor]
-Denoiser = Callable[[Latents, Tensor], Latents]  # (x_t per modality, t [B] long) -> eps per modality
+Denoiser = Callable[[Latents, Tensor], Latents]  # (x_t per modality, t [B] long) -> eps (or v) per modality
 StepCallback = Callable[[int, int, int], None]  # (step index from 0, total steps, timestep)
 
 
@@ -28,22 +30,56 @@ class Sampler(str, Enum):
     DPM = "dpm"  # DPM-Solver++(2M) from diffusers: good images in fewer steps
 
 
+class Prediction(str, Enum):
+    """What the denoiser predicts."""
+
+    EPSILON = "epsilon"  # the noise (CoDi, as released)
+    V = "v"  # v = sqrt(a_t) eps - sqrt(1 - a_t) x0: well defined where a_t = 0 (zero terminal SNR)
+
+
 @dataclass(frozen=True)
 class NoiseSchedule:
-    """The DDPM training schedule shared by all modalities (CoDi: SD 'scaled linear', 1000 steps)."""
+    """The DDPM training schedule shared by all modalities (CoDi: SD 'scaled linear', 1000 steps, eps).
+
+    `zero_terminal_snr` rescales sqrt(alphas_cumprod) linearly so that the last step keeps no signal and the first
+    is unchanged (Lin et al. 2024, "Common diffusion noise schedules and sample steps are flawed"): CoDi's schedule
+    still holds the latent at SNR 0.0047 per value at t = 999, which a small world's latents give their content
+    away through (the UNet learns to read it instead of the condition). It needs `prediction='v'` (eps carries no
+    information about x0 where a_t = 0) and samplers start at t = N - 1 ('trailing' timesteps).
+    """
 
     num_train_timesteps: int = 1000
     beta_start: float = 0.00085
     beta_end: float = 0.012
+    zero_terminal_snr: bool = False
+    prediction: str = Prediction.EPSILON.value
+
+    def __post_init__(self) -> None:
+        Prediction(self.prediction)  # raises on an unknown kind
+        if self.zero_terminal_snr and self.prediction != Prediction.V.value:
+            raise ValueError("a zero-terminal-SNR schedule needs prediction='v' (eps says nothing at a_t = 0)")
 
     def betas(self) -> Tensor:
-        """[N] float64: (linspace(sqrt(start), sqrt(end), N))^2."""
+        """[N] float64: (linspace(sqrt(start), sqrt(end), N))^2 (before any zero-terminal-SNR rescale)."""
         n = self.num_train_timesteps
         return torch.linspace(self.beta_start**0.5, self.beta_end**0.5, n, dtype=torch.float64) ** 2
 
     def alphas_cumprod(self) -> Tensor:
         """[N] float32, as the official buffers store it (cumprod taken in float64)."""
-        return torch.cumprod(1.0 - self.betas(), dim=0).to(torch.float32)
+        ab = torch.cumprod(1.0 - self.betas(), dim=0)  # [N] float64
+        if self.zero_terminal_snr:
+            s = ab.sqrt()
+            s = (s - s[-1]) * s[0] / (s[0] - s[-1])  # first value kept, last 0
+            ab = s**2
+        return ab.to(torch.float32)
+
+    def timesteps(self, steps: int, official_grid: bool = False) -> list[int]:
+        """The sampler's visiting order: 'trailing' (from N - 1) for a zero-terminal-SNR schedule, else CoDi's
+        'leading' grid (`exact_timesteps`, or `official_timesteps` when `official_grid`)."""
+        n = self.num_train_timesteps
+        if official_grid:
+            return official_timesteps(steps, n)
+        return trailing_timesteps(steps, n) if self.zero_terminal_snr else exact_timesteps(steps, n)
 
 
 def official_timesteps(steps: int, num_train_timesteps: int = 1000) -> list[int]:
@@ -67,6 +103,20 @@ def exact_timesteps(steps: int, num_train_timesteps: int = 1000) -> list[int]:
     return [(k * num_train_timesteps) // steps + 1 for k in range(steps)][::-1]
 
 
+def trailing_timesteps(steps: int, num_train_timesteps: int = 1000) -> list[int]:
+    """Exactly `steps` timesteps ending the grid at N - 1: round(N - k * N / steps) - 1 (25 -> 999, 959, ..., 39)."""
+    if not 1 <= steps <= num_train_timesteps:
+        raise ValueError(f"steps must be in [1, {num_train_timesteps}], got {steps}")
+    return [round(num_train_timesteps - k * num_train_timesteps / steps) - 1 for k in range(steps)]
+
+
+def split_prediction(out: Tensor, x_t: Tensor, a_t: Tensor, prediction: Prediction) -> tuple[Tensor, Tensor]:
+    """(x0, eps) from a denoiser output at x_t, with a_t = alphas_cumprod[t] (a scalar tensor of x_t's dtype)."""
+    if prediction is Prediction.V:
+        return a_t.sqrt() * x_t - (1.0 - a_t).sqrt() * out, (1.0 - a_t).sqrt() * x_t + a_t.sqrt() * out
+    return (x_t - (1.0 - a_t).sqrt() * out) / a_t.sqrt(), out
+
+
 def _batch_t(t: int, like: Tensor) -> Tensor:
     return torch.full((like.shape[0],), t, device=like.device, dtype=torch.long)
 
@@ -78,40 +128,43 @@ def sample_ddim(
     alphas_cumprod: Tensor,
     timesteps: list[int],
     callback: StepCallback | None = None,
+    prediction: str | Prediction = Prediction.EPSILON,
 ) -> Latents:
     """DDIM with eta 0 (Song et al. 2021, eq. 12), all modalities stepped together.
 
     Args:
-        denoiser: eps predictor for the whole joint state (guidance already applied).
+        denoiser: eps (or v) predictor for the whole joint state (guidance already applied).
         x_T: initial noise per modality, used as given.
         alphas_cumprod: [N] float32 training schedule.
         timesteps: visiting order (descending). The last step targets alphas_cumprod[0], as CoDi does.
         callback: called after every step.
+        prediction: what the denoiser predicts ('epsilon' or 'v').
     Returns:
         the final latents per modality.
     """
+    kind = Prediction(prediction)
     x = dict(x_T)
     ac = alphas_cumprod.to(torch.float32).cpu()
     for i, t in enumerate(timesteps):
         a_t = ac[t]
         a_prev = ac[timesteps[i + 1]] if i + 1 < len(timesteps) else ac[0]
-        sqrt_one_minus_a_t = torch.sqrt(1.0 - a_t)
         first = next(iter(x.values()))
-        eps = denoiser(x, _batch_t(t, first))
+        out = denoiser(x, _batch_t(t, first))
         for m, x_m in x.items():
-            coef = [c.to(device=x_m.device, dtype=x_m.dtype) for c in (a_t, a_prev, sqrt_one_minus_a_t)]
-            a_t_m, a_prev_m, s1m_m = coef
-            pred_x0 = (x_m - s1m_m * eps[m]) / a_t_m.sqrt()  # [B,...]
-            x[m] = a_prev_m.sqrt() * pred_x0 + (1.0 - a_prev_m).sqrt() * eps[m]
+            a_t_m, a_prev_m = (c.to(device=x_m.device, dtype=x_m.dtype) for c in (a_t, a_prev))
+            pred_x0, eps = split_prediction(out[m], x_m, a_t_m, kind)  # [B,...] each
+            x[m] = a_prev_m.sqrt() * pred_x0 + (1.0 - a_prev_m).sqrt() * eps
         if callback is not None:
             callback(i, len(timesteps), t)
     return x
 
 
 def dpm_solver_scheduler(schedule: NoiseSchedule, steps: int):
-    """A diffusers DPM-Solver++(2M) scheduler for CoDi's schedule (eps prediction, no thresholding)."""
+    """A diffusers DPM-Solver++(2M) scheduler for the schedule (no thresholding): CoDi's eps prediction on the
+    'leading' grid, or v prediction, zero terminal SNR and the 'trailing' grid."""
     from diffusers import DPMSolverMultistepScheduler
 
+    ztsnr = schedule.zero_terminal_snr
     sched = DPMSolverMultistepScheduler(
         num_train_timesteps=schedule.num_train_timesteps,
         beta_start=schedule.beta_start,
@@ -119,9 +172,10 @@ def dpm_solver_scheduler(schedule: NoiseSchedule, steps: int):
         beta_schedule="scaled_linear",
         algorithm_type="dpmsolver++",
         solver_order=2,
-        prediction_type="epsilon",
-        timestep_spacing="leading",
-        steps_offset=1,
+        prediction_type="v_prediction" if Prediction(schedule.prediction) is Prediction.V else "epsilon",
+        rescale_betas_zero_snr=ztsnr,
+        timestep_spacing="trailing" if ztsnr else "leading",
+        steps_offset=0 if ztsnr else 1,
         lower_order_final=True,
     )
     sched.set_timesteps(steps)
@@ -143,8 +197,8 @@ def sample_dpm(
     timesteps = [int(t) for t in base.timesteps]
     for i, t in enumerate(timesteps):
         first = next(iter(x.values()))
-        eps = denoiser(x, _batch_t(t, first))
-        x = {m: scheds[m].step(eps[m], t, x_m).prev_sample for m, x_m in x.items()}
+        out = denoiser(x, _batch_t(t, first))
+        x = {m: scheds[m].step(out[m], t, x_m).prev_sample for m, x_m in x.items()}
         if callback is not None:
             callback(i, len(timesteps), t)
     return x

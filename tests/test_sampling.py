@@ -11,11 +11,14 @@ from conftest import PARITY_DIR, parity_dir
 from codi.modality import Modality
 from codi.sampling import (
     NoiseSchedule,
+    Prediction,
     exact_timesteps,
     guided,
     official_timesteps,
     sample_ddim,
     sample_dpm,
+    split_prediction,
+    trailing_timesteps,
 )
 
 IMG, AUD = Modality.IMAGE, Modality.AUDIO
@@ -93,6 +96,76 @@ def test_dpm_solver_reaches_the_data_point() -> None:
     assert steps == list(range(12))
     for m in c:
         assert torch.allclose(out[m], c[m], atol=2e-2), (out[m] - c[m]).abs().max()
+
+
+ZTSNR = NoiseSchedule(zero_terminal_snr=True, prediction="v")
+
+
+def test_zero_terminal_snr_schedule_matches_diffusers_rescale() -> None:
+    from diffusers import DDPMScheduler
+
+    ac = ZTSNR.alphas_cumprod()
+    assert ac[-1].item() == 0.0 and abs(ac[0].item() - NoiseSchedule().alphas_cumprod()[0].item()) < 1e-7
+    assert bool((ac[1:] < ac[:-1]).all())
+    ref = DDPMScheduler(beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012, rescale_betas_zero_snr=True)
+    torch.testing.assert_close(ac, ref.alphas_cumprod.float(), atol=2e-6, rtol=0)
+    with pytest.raises(ValueError, match="prediction='v'"):
+        NoiseSchedule(zero_terminal_snr=True)
+    with pytest.raises(ValueError):
+        NoiseSchedule(prediction="x0")
+
+
+@pytest.mark.parametrize("steps", [1, 7, 25, 50])
+def test_trailing_grid_starts_at_the_last_step_like_diffusers(steps: int) -> None:
+    from diffusers import DDIMScheduler
+
+    ref = DDIMScheduler(timestep_spacing="trailing")
+    ref.set_timesteps(steps)
+    ts = trailing_timesteps(steps)
+    assert ts == [int(t) for t in ref.timesteps] and ts[0] == 999 and len(set(ts)) == steps
+    assert ZTSNR.timesteps(steps) == ts and NoiseSchedule().timesteps(steps) == exact_timesteps(steps)
+    assert ZTSNR.timesteps(steps, official_grid=True) == official_timesteps(steps)
+
+
+def test_v_and_eps_split_into_the_same_x0_and_eps() -> None:
+    g = torch.Generator().manual_seed(3)
+    x0, eps = torch.randn(2, 3, generator=g), torch.randn(2, 3, generator=g)
+    for a in (torch.tensor(0.7), torch.tensor(1e-3)):
+        x_t = a.sqrt() * x0 + (1 - a).sqrt() * eps
+        v = a.sqrt() * eps - (1 - a).sqrt() * x0
+        for out, kind in ((v, Prediction.V), (eps, Prediction.EPSILON)):
+            got_x0, got_eps = split_prediction(out, x_t, a, kind)
+            torch.testing.assert_close(got_x0, x0, atol=2e-4, rtol=0)
+            torch.testing.assert_close(got_eps, eps, atol=1e-5, rtol=0)
+
+
+def _point_mass_v(c: dict[Modality, torch.Tensor], ac: torch.Tensor):
+    """The exact v-predictor when all data sits at c (at a_t = 0 it is -c: all it can say is the data)."""
+
+    def denoise(x, t):
+        a = ac[t[0].item()]
+        eps = {m: x[m] if a == 0 else (x[m] - a.sqrt() * c[m]) / (1 - a).sqrt() for m in x}
+        return {m: a.sqrt() * eps[m] - (1 - a).sqrt() * c[m] for m in x}
+
+    return denoise
+
+
+def test_ddim_v_prediction_from_signal_free_start() -> None:
+    g = torch.Generator().manual_seed(4)
+    ac = ZTSNR.alphas_cumprod()
+    c = {IMG: torch.randn(2, 4, 3, 3, generator=g), AUD: torch.randn(2, 8, 4, 2, generator=g)}
+    x_T = {m: torch.randn(v.shape, generator=g) for m, v in c.items()}
+    out = sample_ddim(_point_mass_v(c, ac), x_T, ac, ZTSNR.timesteps(10), prediction="v")
+    for m in c:  # the first step (a_t = 0) already knows x0; eps stays x_T
+        torch.testing.assert_close(out[m], ac[0].sqrt() * c[m] + (1 - ac[0]).sqrt() * x_T[m], atol=1e-5, rtol=0)
+
+
+def test_dpm_solver_v_prediction_reaches_the_data_point() -> None:
+    g = torch.Generator().manual_seed(5)
+    c = {IMG: torch.randn(1, 4, 2, 2, generator=g)}
+    x_T = {IMG: torch.randn(1, 4, 2, 2, generator=g)}
+    out = sample_dpm(_point_mass_v(c, ZTSNR.alphas_cumprod()), x_T, ZTSNR, 12)
+    torch.testing.assert_close(out[IMG], c[IMG], atol=2e-2, rtol=0)
 
 
 def test_guidance_combines_halves_and_skips_uncond_at_one() -> None:

@@ -6,13 +6,14 @@ import dataclasses
 import json
 
 import numpy as np
+import pytest
 import torch
 
 from codi.config import CoDiConfig
 from codi.modality import Modality
 from codi.models.optimus import bert_tokenizer
 from codi.presets import TINY_DIR, load_folder
-from codi.sampling import NoiseSchedule
+from codi.sampling import NoiseSchedule, Prediction, split_prediction
 from codi.tiny import tiny_config
 from codi.world import render_video, sample_scene
 from training.bridging import reversed_twin
@@ -27,7 +28,7 @@ from training.diffusion import (
     sample_timesteps,
     signal_free_start,
 )
-from training.losses import envelope_loss, soft_info_nce
+from training.losses import add_noise, envelope_loss, soft_info_nce, v_target
 from training.runner import (
     STAGE_NAMES,
     STAGES,
@@ -111,7 +112,7 @@ def test_committed_checkpoint_is_what_the_training_code_builds():
     """checkpoints/tiny/config.json = tiny_config() plus the three latent scale factors training measured."""
     committed = CoDiConfig.load(TINY_DIR / "config.json")
     built = with_measured_scales(tiny_config(), committed)
-    assert committed.to_dict() == built.to_dict()
+    assert committed.to_dict() == built.to_dict() and committed.schedule == tiny_config().schedule
     meta = json.loads((TINY_DIR / "meta.json").read_text())
     assert list(meta["stages"]) == list(STAGE_NAMES)
     assert {k: v["steps"] for k, v in meta["stages"].items()} == {s.name: s.steps for s in STAGES}
@@ -154,8 +155,35 @@ def test_high_noise_emphasis_draws_late_timesteps_and_weights_them():
     assert 2.0 < raw[2] < 3.0 and 20.0 >= raw[3] > 10.0  # 1 / SNR: 2.6 at t = 500, 26 -> 20 at t = 800
 
 
+def test_v_target_is_what_the_sampler_reads_back():
+    sched = tiny_config(zero_terminal_snr=True).schedule  # v prediction
+    ab = sched.alphas_cumprod()
+    g = torch.Generator().manual_seed(7)
+    x0, noise = torch.randn(4, 2, 3, generator=g), torch.randn(4, 2, 3, generator=g)
+    t = torch.tensor([0, 400, 998, 999])
+    x_t = add_noise(x0, noise, t, ab)
+    assert torch.equal(x_t[3], noise[3])  # the last step keeps no signal
+    v = v_target(x0, noise, t, ab)
+    for i in range(4):
+        got_x0, got_eps = split_prediction(v[i], x_t[i], ab[t[i]], Prediction(sched.prediction))
+        torch.testing.assert_close(got_x0, x0[i], atol=1e-5, rtol=0)
+        torch.testing.assert_close(got_eps, noise[i], atol=1e-5, rtol=0)
+
+
+def test_zero_terminal_snr_run_trains_v_and_keeps_its_schedule(tmp_path):
+    out, export = tmp_path / "run", tmp_path / "export"
+    cpu = torch.device("cpu")
+    kw = {"batch_cap": 2, "steps_override": 2, "progress": False}
+    done = train(tiny_config(True), out, cpu, ("unet_audio",), export_to=export, **kw)
+    assert torch.isfinite(torch.tensor(done["stages"]["unet_audio"]["final_losses"]["loss"]))
+    exported = CoDiConfig.load(export / "config.json").schedule
+    assert exported.zero_terminal_snr and exported.prediction == "v"
+    with pytest.raises(ValueError, match="--zero-terminal-snr"):  # its state cannot go on with CoDi's schedule
+        train(tiny_config(), out, cpu, ("unet_text",), **kw)
+
+
 def test_signal_free_rows_see_pure_noise_and_the_eps_it_implies():
-    ab = tiny_config().schedule.alphas_cumprod()
+    ab = NoiseSchedule().alphas_cumprod()  # eps prediction on CoDi's schedule (where the signal-free rows apply)
     g = torch.Generator().manual_seed(1)
     x0 = {Modality.AUDIO: torch.randn(400, 2, 3, 3, generator=g)}
     noise = {Modality.AUDIO: torch.randn(400, 2, 3, 3, generator=g)}
@@ -209,7 +237,7 @@ def test_audio_video_stage_fine_tunes_the_text_image_connectors(tmp_path):
 def test_joint_loss_aligns_the_two_environments_of_a_pair():
     """With `env_match`, the joint loss adds a soft InfoNCE between the pair's environment vectors; its gradient
     reaches the environment encoder (connecters_out), which the eps loss alone barely trains."""
-    from training.diffusion import _eps_loss, _same
+    from training.diffusion import _diffusion_loss, _same
 
     torch.set_num_threads(1)
     model = fresh_model(tiny_config(), seed=0)
@@ -226,7 +254,7 @@ def test_joint_loss_aligns_the_two_environments_of_a_pair():
         Modality.IMAGE: torch.randn(3, 4, side, side, generator=g),
     }
     context = torch.randn(3, model.config.clip.projection_dim, generator=g)
-    losses = _eps_loss(ctx, x0, context, torch.Generator().manual_seed(1), True, env_match=match)
+    losses = _diffusion_loss(ctx, x0, context, torch.Generator().manual_seed(1), True, env_match=match)
     assert set(losses) == {"text", "image", "env", "loss"}
     assert torch.isclose(losses["loss"], losses["text"] + losses["image"] + 0.1 * losses["env"])
     env_param = next(p for n, p in model.diffusion.unet_image.named_parameters() if n.startswith("connecters_out"))

@@ -20,6 +20,11 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda, cuda:1, ...")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--steps", type=int, default=None, help="run exactly this many steps per stage (dry runs)")
+    p.add_argument(
+        "--zero-terminal-snr",
+        action="store_true",
+        help="train the UNets on CoDi's schedule rescaled to zero terminal SNR, with v prediction (a trial option)",
+    )
     p.add_argument("--export", default=str(TINY_DIR), help="checkpoint folder to write ('' to skip)")
     args = p.parse_args(argv)
     names = STAGE_NAMES if args.stages == "all" else tuple(s.strip() for s in args.stages.split(",") if s.strip())
@@ -27,7 +32,7 @@ def main(argv: list[str] | None = None) -> None:
     if unknown:
         p.error(f"unknown stages {unknown}; choose from {', '.join(STAGE_NAMES)}")
     done = train(
-        tiny_config(),
+        tiny_config(args.zero_terminal_snr),
         Path(args.out),
         pick_device(args.device),
         names,

@@ -10,9 +10,10 @@ from torch import Tensor, nn
 
 from codi.modality import Modality
 from codi.models.joint import CouplingMode
+from codi.sampling import Prediction
 from training.context import Context, tone_index
 from training.data import CaptionSampler, match_matrix
-from training.losses import add_noise, soft_info_nce
+from training.losses import add_noise, soft_info_nce, v_target
 from training.stages import Losses, Plan
 
 COND_DROPOUT = 0.1  # condition replaced by the modality's unconditional embedding (classifier-free guidance)
@@ -112,7 +113,7 @@ def signal_free_start(
     return t, new_noisy, target
 
 
-def _eps_loss(
+def _diffusion_loss(
     ctx: Context,
     x0: dict[Modality, Tensor],
     context: Tensor,
@@ -121,29 +122,37 @@ def _eps_loss(
     high_share: float = 0.0,
     env_match: Tensor | None = None,
 ) -> Losses:
-    """Noises every latent at one shared timestep per row and returns the eps-MSE per modality and summed.
+    """Noises every latent at one shared timestep per row and returns the denoising MSE per modality and summed.
 
-    `high_share` > 0 turns on the high-noise emphasis (see HIGH_NOISE_FROM): biased timesteps, row weights and
-    signal-free starts (see SIGNAL_FREE_SHARE). `env_match` [B,B] (joint calls of two modalities): adds the
-    environment alignment (see ENV_ALIGN_WEIGHT) with these positives.
+    The target is what the schedule's `prediction` says: eps, or v = sqrt(a_t) eps - sqrt(1 - a_t) x0. `high_share`
+    > 0 turns on the high-noise emphasis (see HIGH_NOISE_FROM): biased timesteps, and with eps also row weights and
+    signal-free starts (see SIGNAL_FREE_SHARE); v prediction on a zero-terminal-SNR schedule needs neither (its loss
+    is x0-like at high noise, its last step signal-free) but keeps the biased timesteps (uniform ones lost most of
+    the motion it gains, see EVAL.md). `env_match` [B,B] (joint calls of two modalities): adds the environment
+    alignment (see ENV_ALIGN_WEIGHT) with these positives.
     """
     if env_match is not None and not joint:
         raise ValueError("env_match needs a joint call (the environments exist only there)")
-    b = context.shape[0]
-    t = sample_timesteps(b, ctx.model.config.schedule.num_train_timesteps, high_share, tg).to(ctx.device)
+    b, schedule, ac = context.shape[0], ctx.model.config.schedule, ctx.model.alphas_cumprod
+    v_pred = Prediction(schedule.prediction) is Prediction.V
+    t = sample_timesteps(b, schedule.num_train_timesteps, high_share, tg).to(ctx.device)
     noise = {m: ctx.randn(tuple(x.shape), tg) for m, x in x0.items()}
-    noisy = {m: add_noise(x, noise[m], t, ctx.model.alphas_cumprod) for m, x in x0.items()}
-    if high_share > 0:
-        t, noisy, noise = signal_free_start(t, x0, noisy, noise, ctx.model.alphas_cumprod, tg)
+    noisy = {m: add_noise(x, noise[m], t, ac) for m, x in x0.items()}
+    target = noise
+    if v_pred:
+        target = {m: v_target(x.float(), noise[m], t, ac) for m, x in x0.items()}
+    elif high_share > 0:
+        t, noisy, target = signal_free_start(t, x0, noisy, noise, ac, tg)
     if joint:
         # inputs that require grad: torch 2.13 CPU segfaults in backward when only the connecters need grads
         noisy = {m: x.requires_grad_(True) for m, x in noisy.items()}
         envs = ctx.model.diffusion.environments(noisy, t)  # modality -> [B,1,C]
-        eps = ctx.model.diffusion(noisy, t, context[:, None], mode=CouplingMode.PAPER, envs=envs)
+        pred = ctx.model.diffusion(noisy, t, context[:, None], mode=CouplingMode.PAPER, envs=envs)
     else:
-        eps = {m: ctx.model.diffusion.unet_for(m)(x, t, context[:, None]) for m, x in noisy.items()}
-    w = high_noise_weights(t, ctx.model.alphas_cumprod) if high_share > 0 else torch.ones(b, device=ctx.device)
-    out = {m.value: ((eps[m].float() - noise[m]).pow(2).flatten(1).mean(1) * w).mean() for m in x0}
+        pred = {m: ctx.model.diffusion.unet_for(m)(x, t, context[:, None]) for m, x in noisy.items()}
+    weighted = high_share > 0 and not v_pred
+    w = high_noise_weights(t, ac) if weighted else torch.ones(b, device=ctx.device)
+    out = {m.value: ((pred[m].float() - target[m]).pow(2).flatten(1).mean(1) * w).mean() for m in x0}
     out["loss"] = sum(out.values())
     if env_match is not None:  # a joint call of two outputs
         env_a, env_b = (e[:, 0].float() for e in envs.values())  # [B,C] each
@@ -165,10 +174,10 @@ def unet_image(ctx: Context) -> Plan:
         ci = ctx.text_embeds(captions([pool.scenes[j] for j in ii], 0.3, for_image=True))  # [bi,D]
         cv = ctx.text_embeds(captions([pool.scenes[j] for j in iv], 0.3))  # [bv,D]
         u = ctx.uncond()["text"]
-        img = _eps_loss(
+        img = _diffusion_loss(
             ctx, {Modality.IMAGE: pool.video_latents[ii][:, :, 0]}, _drop(ci, u, COND_DROPOUT, g), tg, False
         )
-        vid = _eps_loss(
+        vid = _diffusion_loss(
             ctx, {Modality.VIDEO: pool.video_latents[iv]}, _drop(cv, u, COND_DROPOUT, g), tg, False, HIGH_NOISE_SHARE
         )
         return {"loss": img["loss"] + vid["loss"], "image": img["image"], "video": vid["video"]}
@@ -187,7 +196,7 @@ def unet_audio(ctx: Context) -> Plan:
         scenes = [pool.scenes[j] for j in idx]
         cond = _drop(ctx.text_embeds(captions(scenes, 0.3)), ctx.uncond()["text"], COND_DROPOUT, g)
         lat = tones["latent"][torch.tensor([tone_index(s) for s in scenes])]  # [B,C,t,m]
-        return _eps_loss(ctx, {Modality.AUDIO: lat}, cond, tg, False, HIGH_NOISE_SHARE)
+        return _diffusion_loss(ctx, {Modality.AUDIO: lat}, cond, tg, False, HIGH_NOISE_SHARE)
 
     return Plan(body_params(m.diffusion.unet_audio), step)
 
@@ -210,7 +219,7 @@ def unet_text(ctx: Context) -> Plan:
         cond = choices[sel, torch.arange(b, device=ctx.device)]  # [B,D]
         uncond = torch.stack([unc["image"], unc["video"], unc["audio"]])[sel]  # [B,D]
         drop = torch.from_numpy(g.random(b) < COND_DROPOUT).to(ctx.device)[:, None]
-        return _eps_loss(ctx, {Modality.TEXT: z}, torch.where(drop, uncond, cond), tg, False)
+        return _diffusion_loss(ctx, {Modality.TEXT: z}, torch.where(drop, uncond, cond), tg, False)
 
     return Plan(body_params(m.diffusion.unet_text), step)
 
@@ -234,7 +243,7 @@ def joint_text_image(ctx: Context) -> Plan:
         z_t = ctx.text_latents(captions(scenes, 0.0, for_image=True))  # [B,latent]
         cond = _drop(ctx.text_embeds(captions(scenes, 0.6, for_image=True)), ctx.uncond()["text"], JOINT_DROPOUT, g)
         x0 = {Modality.TEXT: z_t, Modality.IMAGE: pool.video_latents[idx][:, :, 0]}
-        return _eps_loss(ctx, x0, cond, tg, True, env_match=_same(scenes, ("color", "shape")))
+        return _diffusion_loss(ctx, x0, cond, tg, True, env_match=_same(scenes, ("color", "shape")))
 
     unets = (m.diffusion.unet_text, m.diffusion.unet_image)
     return Plan(connector_params(unets), step)
@@ -252,7 +261,7 @@ def joint_text_audio(ctx: Context) -> Plan:
         z_t = ctx.text_latents(captions(scenes, 0.0))  # [B,latent]
         z_a = tones["latent"][torch.tensor([tone_index(s) for s in scenes])]  # [B,C,t,m]
         cond = _drop(ctx.text_embeds(captions(scenes, 0.6)), ctx.uncond()["text"], JOINT_DROPOUT, g)
-        return _eps_loss(ctx, {Modality.TEXT: z_t, Modality.AUDIO: z_a}, cond, tg, True, env_match=_same(scenes))
+        return _diffusion_loss(ctx, {Modality.TEXT: z_t, Modality.AUDIO: z_a}, cond, tg, True, env_match=_same(scenes))
 
     return Plan(connector_params([m.diffusion.unet_audio]), step)
 
@@ -273,6 +282,6 @@ def joint_audio_video(ctx: Context) -> Plan:
         cond = ctx.uncond()["text"][None].expand(b, -1)  # [B,D]
         x0 = {Modality.VIDEO: pool.video_latents[idx], Modality.AUDIO: z_a}
         match = _same([pool.scenes[j] for j in idx])
-        return _eps_loss(ctx, x0, cond, tg, True, HIGH_NOISE_SHARE, env_match=match)
+        return _diffusion_loss(ctx, x0, cond, tg, True, HIGH_NOISE_SHARE, env_match=match)
 
     return Plan(connector_params([m.diffusion.unet_image]), step)

@@ -1,5 +1,5 @@
 """Training losses: KL of diagonal Gaussians, soft-target InfoNCE, multi-resolution STFT, loudness envelope,
-diffusion eps-MSE."""
+the diffusion forward process and its eps or v targets."""
 
 from __future__ import annotations
 
@@ -67,3 +67,9 @@ def add_noise(x0: Tensor, noise: Tensor, t: Tensor, alphas_cumprod: Tensor) -> T
     """q(x_t | x_0) of the DDPM schedule: sqrt(a_t) x0 + sqrt(1 - a_t) eps; t [B] long."""
     a = alphas_cumprod.to(x0.device)[t].view(-1, *([1] * (x0.ndim - 1)))  # [B,1,...]
     return a.sqrt() * x0 + (1.0 - a).sqrt() * noise
+
+
+def v_target(x0: Tensor, noise: Tensor, t: Tensor, alphas_cumprod: Tensor) -> Tensor:
+    """The v-prediction target sqrt(a_t) eps - sqrt(1 - a_t) x0 (Salimans & Ho 2022); t [B] long."""
+    a = alphas_cumprod.to(x0.device)[t].view(-1, *([1] * (x0.ndim - 1)))  # [B,1,...]
+    return a.sqrt() * noise - (1 - a).sqrt() * x0

@@ -119,7 +119,8 @@ def load_state(folder: Path, device: torch.device) -> CoDiModel:
 
 
 def with_measured_scales(config: CoDiConfig, trained: CoDiConfig) -> CoDiConfig:
-    """`config` (what the code builds now) with the latent scale factors training measured into `trained`.
+    """`config` (what the code builds now) with the latent scale factors training measured into `trained`, and the
+    noise schedule it was trained on.
 
     A resumed run keeps the config its state was saved with; exporting this instead means settings that carry no
     weights (waveform decoder, sampling defaults) are always the current code's."""
@@ -127,6 +128,7 @@ def with_measured_scales(config: CoDiConfig, trained: CoDiConfig) -> CoDiConfig:
     out.image_vae = dataclasses.replace(out.image_vae, scale_factor=trained.image_vae.scale_factor)
     out.audio_vae = dataclasses.replace(out.audio_vae, scale_factor=trained.audio_vae.scale_factor)
     out.optimus.scale_factor = trained.optimus.scale_factor
+    out.schedule = trained.schedule  # what the UNets were trained to predict, on which schedule
     return out
 
 
@@ -215,6 +217,11 @@ def train(
     done = json.loads(progress_file.read_text()) if progress_file.exists() else {"stages": {}}
     if (state_dir / WEIGHTS_NAME).exists() and (resume or set(names) != set(STAGE_NAMES)):
         model = load_state(state_dir, device)
+        if model.config.schedule != config.schedule:
+            raise ValueError(
+                f"{out} was trained on {model.config.schedule}, this run asks for {config.schedule}: "
+                "pass the same schedule option (--zero-terminal-snr) or use another --out"
+            )
     else:
         model, done = fresh_model(config, seed).to(device), {"stages": {}}
         log.unlink(missing_ok=True)
