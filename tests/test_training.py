@@ -156,7 +156,7 @@ def test_high_noise_emphasis_draws_late_timesteps_and_weights_them():
 
 
 def test_v_target_is_what_the_sampler_reads_back():
-    sched = tiny_config(zero_terminal_snr=True).schedule  # v prediction
+    sched = tiny_config().schedule  # zero terminal SNR, v prediction
     ab = sched.alphas_cumprod()
     g = torch.Generator().manual_seed(7)
     x0, noise = torch.randn(4, 2, 3, generator=g), torch.randn(4, 2, 3, generator=g)
@@ -170,7 +170,7 @@ def test_v_target_is_what_the_sampler_reads_back():
         torch.testing.assert_close(got_eps, noise[i], atol=1e-5, rtol=0)
 
 
-def test_zero_terminal_snr_run_trains_v_and_keeps_its_schedule(tmp_path):
+def test_a_run_trains_v_on_zero_terminal_snr_and_keeps_its_schedule(tmp_path):
     out, export = tmp_path / "run", tmp_path / "export"
     cpu = torch.device("cpu")
     kw = {"batch_cap": 2, "steps_override": 2, "progress": False}
@@ -178,8 +178,8 @@ def test_zero_terminal_snr_run_trains_v_and_keeps_its_schedule(tmp_path):
     assert torch.isfinite(torch.tensor(done["stages"]["unet_audio"]["final_losses"]["loss"]))
     exported = CoDiConfig.load(export / "config.json").schedule
     assert exported.zero_terminal_snr and exported.prediction == "v"
-    with pytest.raises(ValueError, match="--zero-terminal-snr"):  # its state cannot go on with CoDi's schedule
-        train(tiny_config(), out, cpu, ("unet_text",), **kw)
+    with pytest.raises(ValueError, match="--codi-schedule"):  # its state cannot go on with CoDi's schedule
+        train(tiny_config(zero_terminal_snr=False), out, cpu, ("unet_text",), **kw)
 
 
 def test_signal_free_rows_see_pure_noise_and_the_eps_it_implies():

@@ -21,9 +21,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--steps", type=int, default=None, help="run exactly this many steps per stage (dry runs)")
     p.add_argument(
-        "--zero-terminal-snr",
+        "--codi-schedule",
         action="store_true",
-        help="train the UNets on CoDi's schedule rescaled to zero terminal SNR, with v prediction (a trial option)",
+        help="train the UNets on CoDi's own schedule with eps prediction (default: zero terminal SNR, v prediction)",
     )
     p.add_argument("--export", default=str(TINY_DIR), help="checkpoint folder to write ('' to skip)")
     args = p.parse_args(argv)
@@ -32,7 +32,7 @@ def main(argv: list[str] | None = None) -> None:
     if unknown:
         p.error(f"unknown stages {unknown}; choose from {', '.join(STAGE_NAMES)}")
     done = train(
-        tiny_config(args.zero_terminal_snr),
+        tiny_config(zero_terminal_snr=not args.codi_schedule),
         Path(args.out),
         pick_device(args.device),
         names,

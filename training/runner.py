@@ -45,7 +45,7 @@ STAGES: tuple[Stage, ...] = (
     Stage("optimus", 3000, 1e-3, stages.optimus),
     Stage("clip", 1200, 1e-3, bridging.clip),
     Stage("clap", 2000, 1e-3, bridging.clap),
-    Stage("unet_image", 2800, 1e-3, diffusion.unet_image),
+    Stage("unet_image", 5600, 1e-3, diffusion.unet_image),
     Stage("unet_audio", 3000, 1e-3, diffusion.unet_audio),
     Stage("unet_text", 5000, 1e-3, diffusion.unet_text),
     Stage("joint_text_image", 800, 5e-4, diffusion.joint_text_image),
@@ -220,7 +220,7 @@ def train(
         if model.config.schedule != config.schedule:
             raise ValueError(
                 f"{out} was trained on {model.config.schedule}, this run asks for {config.schedule}: "
-                "pass the same schedule option (--zero-terminal-snr) or use another --out"
+                "pass the same schedule option (--codi-schedule or not) or use another --out"
             )
     else:
         model, done = fresh_model(config, seed).to(device), {"stages": {}}
