@@ -46,7 +46,7 @@ STAGES: tuple[Stage, ...] = (
     Stage("clip", 1200, 1e-3, bridging.clip),
     Stage("clap", 2000, 1e-3, bridging.clap),
     Stage("unet_image", 5600, 1e-3, diffusion.unet_image),
-    Stage("unet_audio", 3000, 1e-3, diffusion.unet_audio),
+    Stage("unet_audio", 6000, 1e-3, diffusion.unet_audio),
     Stage("unet_text", 5000, 1e-3, diffusion.unet_text),
     Stage("joint_text_image", 800, 5e-4, diffusion.joint_text_image),
     Stage("joint_text_audio", 500, 5e-4, diffusion.joint_text_audio),
