@@ -1,8 +1,8 @@
 """Samplers as plain functions over a joint denoiser: `denoiser(latents, t) -> prediction` for every modality.
 
-The prediction is eps (CoDi) or v = sqrt(a_t) eps - sqrt(1 - a_t) x0 (Salimans & Ho 2022; a training option of the
-tiny preset), as the schedule's `prediction` says. A joint state is a `dict[Modality, Tensor]` of latents updated
-together, one denoiser call per step.
+The prediction is eps (CoDi) or v = sqrt(a_t) eps - sqrt(1 - a_t) x0 (Salimans & Ho 2022; the tiny preset), as
+the schedule's `prediction` says. A joint state is a `dict[Modality, Tensor]` of latents updated together, one
+denoiser call per step.
 """
 
 from __future__ import annotations

@@ -63,13 +63,18 @@ def envelope_loss(pred: Tensor, target: Tensor, frame: int = 400) -> Tensor:
     return F.l1_loss((rms(pred) + 1e-3).log(), (rms(target) + 1e-3).log())
 
 
+def _alpha_at(alphas_cumprod: Tensor, t: Tensor, like: Tensor) -> Tensor:
+    """a_t per row, shaped to broadcast over `like` [B,...]: [B,1,...]."""
+    return alphas_cumprod.to(like.device)[t].view(-1, *([1] * (like.ndim - 1)))
+
+
 def add_noise(x0: Tensor, noise: Tensor, t: Tensor, alphas_cumprod: Tensor) -> Tensor:
     """q(x_t | x_0) of the DDPM schedule: sqrt(a_t) x0 + sqrt(1 - a_t) eps; t [B] long."""
-    a = alphas_cumprod.to(x0.device)[t].view(-1, *([1] * (x0.ndim - 1)))  # [B,1,...]
+    a = _alpha_at(alphas_cumprod, t, x0)
     return a.sqrt() * x0 + (1.0 - a).sqrt() * noise
 
 
 def v_target(x0: Tensor, noise: Tensor, t: Tensor, alphas_cumprod: Tensor) -> Tensor:
     """The v-prediction target sqrt(a_t) eps - sqrt(1 - a_t) x0 (Salimans & Ho 2022); t [B] long."""
-    a = alphas_cumprod.to(x0.device)[t].view(-1, *([1] * (x0.ndim - 1)))  # [B,1,...]
-    return a.sqrt() * noise - (1 - a).sqrt() * x0
+    a = _alpha_at(alphas_cumprod, t, x0)
+    return a.sqrt() * noise - (1.0 - a).sqrt() * x0
