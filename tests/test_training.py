@@ -32,6 +32,7 @@ from training.losses import add_noise, envelope_loss, soft_info_nce, v_target
 from training.runner import (
     STAGE_NAMES,
     STAGES,
+    channels_last_convs,
     export,
     fresh_model,
     run_stage,
@@ -117,6 +118,21 @@ def test_committed_checkpoint_is_what_the_training_code_builds():
     assert list(meta["stages"]) == list(STAGE_NAMES)
     assert {k: v["steps"] for k, v in meta["stages"].items()} == {s.name: s.steps for s in STAGES}
     assert meta["weights_bytes"] == (TINY_DIR / "model.safetensors").stat().st_size <= 50 * 2**20
+
+
+def test_channels_last_kernels_keep_the_outputs():
+    model = fresh_model(tiny_config(), seed=0).eval()
+    unet = model.diffusion.unet_image
+    g = torch.Generator().manual_seed(0)
+    x, ctx = torch.randn(2, 4, 8, 8, 8, generator=g), torch.randn(2, 1, unet.config.context_dim, generator=g)
+    t = torch.tensor([10, 900])
+    with torch.no_grad():
+        before = unet(x, t, ctx, unet.environment(x, t))  # [2,4,F,8,8]
+        channels_last_convs(model)
+        after = unet(x, t, ctx, unet.environment(x, t))
+    assert unet.input_blocks[0][0].weight.is_contiguous(memory_format=torch.channels_last)
+    assert before.abs().mean() > 1e-3
+    torch.testing.assert_close(after, before, rtol=1e-4, atol=1e-5)
 
 
 def test_reversed_twin_renders_the_video_backwards():
