@@ -116,8 +116,8 @@ def channels_last_convs(model: torch.nn.Module) -> None:
 def save_state(model: CoDiModel, folder: Path) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     model.config.save(folder / CONFIG_NAME)
-    # clone: untie lm_head/wte; contiguous: channels-last kernels back to the standard layout
-    state = {k: v.detach().cpu().clone().contiguous() for k, v in model.state_dict().items()}
+    # one copy per tensor: unties lm_head/wte and puts channels-last kernels back in the standard layout
+    state = {k: v.detach().cpu().clone(memory_format=torch.contiguous_format) for k, v in model.state_dict().items()}
     save_file(state, str(folder / WEIGHTS_NAME))
 
 
