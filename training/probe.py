@@ -59,15 +59,14 @@ def probe(model: CoDiModel, scenes: int = 512, steps: Sequence[int] = DEFAULT_ST
     labels = {a: [getattr(s, a) for s in pool.scenes] for a in ATTRIBUTES}
     g = torch.Generator().manual_seed(seed)
     empty = ctx.uncond()["text"][None, None].expand(len(pool), 1, -1)  # [N,1,D]
-    kind_of = Prediction(model.config.schedule.prediction)
+    prediction, ac = Prediction(model.config.schedule.prediction), model.alphas_cumprod
     out: dict[str, dict[int, dict[str, dict[str, float]]]] = {k: {} for k in KINDS}
     for step in steps:
         t = torch.full((len(pool),), int(step), device=ctx.device)
-        ac = model.alphas_cumprod
         noisy = {m: add_noise(z, ctx.randn(tuple(z.shape), g), t, ac) for m, z in clean.items()}
         envs = model.diffusion.environments(noisy, t)  # modality -> [N,1,C]
         x0 = {  # each UNet alone (no partner), empty prompt
-            m: split_prediction(model.diffusion.unet_for(m)(x, t, empty), x, ac[int(step)].to(x.dtype), kind_of)[0]
+            m: split_prediction(model.diffusion.unet_for(m)(x, t, empty), x, ac[int(step)].to(x.dtype), prediction)[0]
             for m, x in noisy.items()
         }
         for kind, feats in zip(KINDS, ({m: e[:, 0] for m, e in envs.items()}, noisy, x0)):
