@@ -19,6 +19,7 @@ import numpy as np
 from codi.media import AudioClip, VideoClip
 from codi.pipeline import CoDiPipeline, GenerationResult
 from codi.world import (
+    ATTRIBUTES,
     Scene,
     caption,
     parse_caption,
@@ -32,7 +33,7 @@ from codi.world import (
 )
 
 COLOR_SHAPE = ("color", "shape")
-ALL3 = ("color", "shape", "motion")
+ALL3 = ATTRIBUTES
 
 
 @dataclass

@@ -29,6 +29,7 @@ from training.diffusion import (
     signal_free_start,
 )
 from training.losses import add_noise, envelope_loss, soft_info_nce, v_target
+from training.probe import KINDS, probe, ridge_accuracy, table
 from training.runner import (
     STAGE_NAMES,
     STAGES,
@@ -279,8 +280,6 @@ def test_joint_loss_aligns_the_two_environments_of_a_pair():
 
 
 def test_ridge_probe_reads_what_the_features_carry():
-    from training.probe import ridge_accuracy
-
     g = torch.Generator().manual_seed(0)
     labels = [["up", "down", "still"][i % 3] for i in range(300)]
     onehot = torch.tensor([[float(lab == k) for k in ("up", "down", "still")] for lab in labels])  # [300,3]
@@ -295,14 +294,12 @@ def test_ridge_probe_reads_what_the_features_carry():
 def test_environment_probe_of_the_committed_checkpoint():
     """The committed model's environment vectors carry colour where the outputs are clean and lose it near pure
     noise (the 512-scene table is in EVAL.md; 64 scenes here)."""
-    from training.probe import ATTRIBUTES, KINDS, probe, table
-
     result = probe(load_folder(TINY_DIR), scenes=64, steps=(0, 900))
     for kind in KINDS:
         assert sorted(result[kind]) == [0, 900]
         for step in (0, 900):
             assert sorted(result[kind][step]) == ["audio", "text", "video"]
-            assert all(sorted(accs) == sorted(ATTRIBUTES) for accs in result[kind][step].values())
+            assert all(sorted(accs) == ["color", "motion", "shape"] for accs in result[kind][step].values())
     env = result["env"]
     assert env[0]["audio"]["color"] == 1.0 and env[0]["text"]["color"] == 1.0 and env[0]["video"]["color"] > 0.85
     assert env[900]["audio"]["color"] < 0.8 and env[900]["text"]["color"] < 0.5  # chance 0.25

@@ -21,11 +21,11 @@ from codi.modality import Modality
 from codi.model import CoDiModel
 from codi.presets import TINY_DIR, load_folder
 from codi.sampling import Prediction, split_prediction
+from codi.world import ATTRIBUTES
 from training.context import Context, tone_index
 from training.data import CaptionSampler
 from training.losses import add_noise
 
-ATTRIBUTES: tuple[str, ...] = ("color", "shape", "motion")
 DEFAULT_STEPS: tuple[int, ...] = (0, 300, 600, 800, 900)
 KINDS: tuple[str, ...] = ("env", "latent", "x0")
 
@@ -95,7 +95,6 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--steps", default=",".join(map(str, DEFAULT_STEPS)), help="comma list of diffusion steps")
     p.add_argument("--json", default="", help="also write the result here")
     args = p.parse_args(argv)
-    torch.set_grad_enabled(False)
     result = probe(load_folder(args.model), args.scenes, [int(s) for s in args.steps.split(",")])
     print("colour/shape/motion % read by a linear probe (chance 25/33/20)")
     print(table(result))
