@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -22,6 +23,11 @@ def tone_index(scene: Scene) -> int:
     return (COLORS.index(scene.color) * len(SHAPES) + SHAPES.index(scene.shape)) * len(MOTIONS) + MOTIONS.index(
         scene.motion
     )
+
+
+def tone_rows(scenes: Sequence[Scene]) -> Tensor:
+    """[B] long indices of the scenes' sounds, for gathering rows of `Context.tones()` tensors."""
+    return torch.tensor([tone_index(s) for s in scenes])
 
 
 def tone_scenes() -> list[Scene]:

@@ -11,7 +11,7 @@ from torch import Tensor, nn
 from codi.modality import Modality
 from codi.models.joint import CouplingMode
 from codi.sampling import Prediction
-from training.context import Context, tone_index
+from training.context import Context, tone_rows
 from training.data import CaptionSampler, match_matrix
 from training.losses import add_noise, soft_info_nce, v_target
 from training.stages import Losses, Plan
@@ -197,7 +197,7 @@ def unet_audio(ctx: Context) -> Plan:
         idx = g.integers(0, len(pool), b)
         scenes = [pool.scenes[j] for j in idx]
         cond = _drop(ctx.text_embeds(captions(scenes, 0.3)), ctx.uncond()["text"], COND_DROPOUT, g)
-        lat = tones["latent"][torch.tensor([tone_index(s) for s in scenes])]  # [B,C,t,m]
+        lat = tones["latent"][tone_rows(scenes)]  # [B,C,t,m]
         return _diffusion_loss(ctx, {Modality.AUDIO: lat}, cond, tg, False, HIGH_NOISE_SHARE)
 
     return Plan(body_params(m.diffusion.unet_audio), step)
@@ -215,7 +215,7 @@ def unet_text(ctx: Context) -> Plan:
         scenes = [pool.scenes[j] for j in idx]
         texts = [captions([s], 0.0, for_image=bool(k == 0))[0] for s, k in zip(scenes, src)]
         z = ctx.text_latents(texts)  # [B,latent]
-        audio = tones["clap"][torch.tensor([tone_index(s) for s in scenes])]  # [B,D]
+        audio = tones["clap"][tone_rows(scenes)]  # [B,D]
         choices = torch.stack([pool.image_embeds[idx], pool.video_embeds[idx], audio])  # [3,B,D]
         sel = torch.from_numpy(src).to(ctx.device)
         cond = choices[sel, torch.arange(b, device=ctx.device)]  # [B,D]
@@ -261,7 +261,7 @@ def joint_text_audio(ctx: Context) -> Plan:
         idx = g.integers(0, len(pool), b)
         scenes = [pool.scenes[j] for j in idx]
         z_t = ctx.text_latents(captions(scenes, 0.0))  # [B,latent]
-        z_a = tones["latent"][torch.tensor([tone_index(s) for s in scenes])]  # [B,C,t,m]
+        z_a = tones["latent"][tone_rows(scenes)]  # [B,C,t,m]
         cond = _drop(ctx.text_embeds(captions(scenes, 0.6)), ctx.uncond()["text"], JOINT_DROPOUT, g)
         return _diffusion_loss(ctx, {Modality.TEXT: z_t, Modality.AUDIO: z_a}, cond, tg, True, env_match=_same(scenes))
 
@@ -280,10 +280,10 @@ def joint_audio_video(ctx: Context) -> Plan:
 
     def step(i: int) -> Losses:
         idx = g.integers(0, len(pool), b)
-        z_a = tones["latent"][torch.tensor([tone_index(pool.scenes[j]) for j in idx])]  # [B,C,t,m]
+        scenes = [pool.scenes[j] for j in idx]
+        z_a = tones["latent"][tone_rows(scenes)]  # [B,C,t,m]
         cond = ctx.uncond()["text"][None].expand(b, -1)  # [B,D]
         x0 = {Modality.VIDEO: pool.video_latents[idx], Modality.AUDIO: z_a}
-        match = _same([pool.scenes[j] for j in idx])
-        return _diffusion_loss(ctx, x0, cond, tg, True, HIGH_NOISE_SHARE, env_match=match)
+        return _diffusion_loss(ctx, x0, cond, tg, True, HIGH_NOISE_SHARE, env_match=_same(scenes))
 
     return Plan(connector_params([m.diffusion.unet_image]), step)

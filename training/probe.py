@@ -22,7 +22,7 @@ from codi.model import CoDiModel
 from codi.presets import TINY_DIR, load_folder
 from codi.sampling import Prediction, split_prediction
 from codi.world import ATTRIBUTES
-from training.context import Context, tone_index
+from training.context import Context, tone_rows
 from training.data import CaptionSampler
 from training.losses import add_noise
 
@@ -53,7 +53,7 @@ def probe(model: CoDiModel, scenes: int = 512, steps: Sequence[int] = DEFAULT_ST
     texts = CaptionSampler(np.random.default_rng(seed))(pool.scenes, 0.0)  # full captions
     clean = {
         Modality.VIDEO: pool.video_latents,  # [N,C,F,h,w]
-        Modality.AUDIO: tones["latent"][torch.tensor([tone_index(s) for s in pool.scenes])],  # [N,C,t,m]
+        Modality.AUDIO: tones["latent"][tone_rows(pool.scenes)],  # [N,C,t,m]
         Modality.TEXT: ctx.text_latents(texts),  # [N,latent]
     }
     labels = {a: [getattr(s, a) for s in pool.scenes] for a in ATTRIBUTES}
