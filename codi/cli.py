@@ -27,6 +27,7 @@ BATCH_KEYS = {
     "guidance",
     "sampler",
     "coupling",
+    "partner_weight",
     "num_samples",
     "text_temperature",
 }
@@ -56,6 +57,13 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument(
         "--coupling", choices=["official", "paper"], default=None, help="joint coupling of co-generated outputs"
     )
+    g.add_argument(
+        "--partner-weight",
+        type=float,
+        default=None,
+        help="weight of the other outputs' environments in each output's condition (joint calls; 0 = CoDi as "
+        "published; default: the model's)",
+    )
     g.add_argument("--num-samples", type=int, default=1)
     g.add_argument(
         "--text-temperature", type=float, default=None, help="text decoder temperature (default: the model's)"
@@ -72,6 +80,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--steps", type=int, default=None, help="sampler steps (default: the model's)")
     e.add_argument("--guidance", type=float, default=None, help="guidance scale (default: the model's)")
     e.add_argument("--text-temperature", type=float, default=None, help="text decoder temperature (model's)")
+    e.add_argument("--partner-weight", type=float, default=None, help="partner weight of joint calls (model's)")
     e.add_argument(
         "--tasks", default="all", help="'all' or a comma list of: " + ", ".join(TASK_NAMES) + " (quote the '>')"
     )
@@ -106,6 +115,7 @@ def request_from_args(args: argparse.Namespace) -> dict[str, Any]:
         "guidance": args.guidance,
         "sampler": args.sampler,
         "coupling": args.coupling,
+        "partner_weight": args.partner_weight,
         "num_samples": args.num_samples,
         "text_temperature": args.text_temperature,
     }
@@ -146,6 +156,7 @@ def run_request(pipe: CoDiPipeline, req: dict[str, Any], out: Path, progress=Non
         seed=req.get("seed"),
         sampler=req.get("sampler"),
         coupling=req.get("coupling"),
+        partner_weight=req.get("partner_weight"),
         num_samples=int(req.get("num_samples") or 1),
         text_temperature=req.get("text_temperature"),
         progress=progress,

@@ -42,6 +42,7 @@ class SamplingDefaults:
     guidance_scale: float = 7.5
     sampler: str = "ddim"
     coupling: str = "official"
+    partner_weight: float = 0.0  # other outputs' environments in each output's condition (joint calls; 0 = paper)
     text_temperature: float = 1.0  # softmax temperature of the Optimus text decoder (official: 1)
 
 

@@ -204,7 +204,12 @@ def main(args: Any) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     pipe = CoDiPipeline.from_preset(args.model, device=args.device)
-    pairs = (("steps", args.steps), ("guidance_scale", args.guidance), ("text_temperature", args.text_temperature))
+    pairs = (
+        ("steps", args.steps),
+        ("guidance_scale", args.guidance),
+        ("text_temperature", args.text_temperature),
+        ("partner_weight", args.partner_weight),
+    )
     gen = {k: v for k, v in pairs if v is not None}
     scores = evaluate(
         pipe, n=args.n, seed=args.seed, progress=lambda t: print(f"  done: {t}", flush=True), tasks=tasks, **gen

@@ -123,6 +123,7 @@ class CoDiPipeline:
         guidance: float,
         num_samples: int,
         text_temperature: float,
+        partner_weight: float = 0.0,
     ) -> None:
         for m in outputs:
             if not self.model.can_generate(m):
@@ -135,6 +136,13 @@ class CoDiPipeline:
             raise InputError(f"number of samples must be between 1 and 16, got {num_samples}")
         if not 0.0 < text_temperature <= 10.0:
             raise InputError(f"text_temperature must be in (0, 10], got {text_temperature}")
+        if not (np.isfinite(partner_weight) and 0.0 <= partner_weight <= 100.0):
+            raise InputError(f"partner weight must be in [0, 100], got {partner_weight}")
+        if partner_weight > 0 and len(outputs) > 1:
+            try:
+                self.model.diffusion.check_partner_composition(self.config.clip.projection_dim)
+            except ValueError as e:
+                raise InputError(f"{e}; set the partner weight to 0") from None
 
     # -- 2. encode conditions ----------------------------------------------------------------------
     @torch.no_grad()
@@ -182,9 +190,16 @@ class CoDiPipeline:
             noise[m] = torch.randn(shape, generator=g, dtype=torch.float32).to(self.device, self.dtype)
         return noise
 
-    def _denoiser(self, cond: Tensor, uncond: Tensor | None, guidance: float, coupling: CouplingMode):
+    def _denoiser(
+        self, cond: Tensor, uncond: Tensor | None, guidance: float, coupling: CouplingMode, partner_weight: float
+    ):
+        b = cond.shape[0]
+
         def predict(x, t, context):
-            return self.model.diffusion(x, t, context, mode=coupling)
+            w = torch.full((context.shape[0],), float(partner_weight), device=context.device)  # [B] or [2B]
+            if context.shape[0] == 2 * b:  # guided: rows [uncond; cond], partners join the condition only
+                w[:b] = 0.0
+            return self.model.diffusion(x, t, context, mode=coupling, partner_weight=w)
 
         return guided(predict, cond, uncond, guidance)
 
@@ -199,6 +214,7 @@ class CoDiPipeline:
         seed: int | None = None,
         sampler: str | Sampler | None = None,
         coupling: str | CouplingMode | None = None,
+        partner_weight: float | None = None,
         num_samples: int = 1,
         text_temperature: float | None = None,
         official_timestep_grid: bool = False,
@@ -219,6 +235,9 @@ class CoDiPipeline:
             sampler: 'ddim' (official) or 'dpm' (DPM-Solver++, fewer steps).
             coupling: 'official' (each output attends to its own environment vector, as released) or 'paper'
                 (each output attends to the other outputs' environment vectors).
+            partner_weight: weight of the other outputs' environment vectors in each output's condition when
+                several outputs are generated (the user's inputs weigh 1 together; 0 = CoDi as published). Needs
+                environments trained into the prompt space (the tiny model's; not the released weights).
             num_samples: samples per call (batch).
             text_temperature: softmax temperature of the text decoder (the official code samples at 1; lower
                 is closer to the most likely caption).
@@ -233,6 +252,7 @@ class CoDiPipeline:
         guidance = float(guidance_scale if guidance_scale is not None else d.guidance_scale)
         sampler = Sampler(sampler or d.sampler)
         coupling = CouplingMode(coupling or d.coupling)
+        partner = float(partner_weight if partner_weight is not None else d.partner_weight)
         temperature = float(text_temperature if text_temperature is not None else d.text_temperature)
         seed = int(seed) if seed is not None else int(torch.randint(0, MAX_SEED, (1,)).item())
         if not 0 <= seed <= MAX_SEED:
@@ -240,7 +260,7 @@ class CoDiPipeline:
         # 1. check inputs
         outs = parse_outputs(outputs)
         conditions = collect_conditions(inputs, weights)
-        self._check(conditions, outs, steps, guidance, num_samples, temperature)
+        self._check(conditions, outs, steps, guidance, num_samples, temperature, partner)
         for c in conditions:
             c.value = load_condition_value(c, self.config.media)
         gen = torch.Generator().manual_seed(seed)
@@ -251,7 +271,7 @@ class CoDiPipeline:
         t1 = time.perf_counter()
         # 3. timesteps and 4. latents
         noise = self.initial_noise(outs, num_samples, seed)
-        denoiser = self._denoiser(cond, uncond, guidance, coupling)
+        denoiser = self._denoiser(cond, uncond, guidance, coupling, partner if len(outs) > 1 else 0.0)
         callback = (lambda i, n, t: progress(i + 1, n)) if progress else None
         # 5. denoise
         if sampler is Sampler.DDIM:
@@ -274,6 +294,7 @@ class CoDiPipeline:
             "seed": seed,
             "sampler": sampler.value,
             "coupling": coupling.value,
+            "partner_weight": partner,
             "num_samples": num_samples,
             "text_temperature": temperature,
             "official_timestep_grid": official_timestep_grid,

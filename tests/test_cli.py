@@ -136,6 +136,7 @@ def test_batch_loads_model_once_and_writes_per_id(model_dir: Path, media: dict[s
             "steps": 2,
             "sampler": "dpm",
             "guidance": 1.0,
+            "partner_weight": 2.0,
         },
     ]
     batch.write_text("\n".join(json.dumps(x) for x in lines) + "\n")
@@ -146,6 +147,7 @@ def test_batch_loads_model_once_and_writes_per_id(model_dir: Path, media: dict[s
     assert (tmp_path / "o" / "first" / "image.png").exists()
     second = json.loads((tmp_path / "o" / "second" / "result.json").read_text())
     assert second["params"]["sampler"] == "dpm" and second["outputs"] == ["audio.wav", "video.mp4"]
+    assert second["params"]["partner_weight"] == 2.0
     first = json.loads((tmp_path / "o" / "first" / "result.json").read_text())
     assert first["params"]["text_temperature"] == 0.5
 

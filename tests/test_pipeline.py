@@ -107,6 +107,17 @@ def test_guidance_one_and_coupling_modes(pipe: CoDiPipeline) -> None:
     assert not np.array_equal(paper.audio.waveform, official.audio.waveform)
 
 
+def test_partner_weight_default_override_and_single_output(pipe: CoDiPipeline) -> None:
+    kw = dict(inputs={"text": "a green wedge"}, outputs=["video", "audio"], steps=2, seed=1)
+    default = pipe(**kw)
+    assert default.params["partner_weight"] == pipe.config.defaults.partner_weight
+    off, on = pipe(partner_weight=0.0, **kw), pipe(partner_weight=5.0, **kw)
+    assert on.params["partner_weight"] == 5.0
+    assert not np.array_equal(off.audio.waveform, on.audio.waveform)
+    alone = dict(inputs={"text": "a green wedge"}, outputs=["audio"], steps=2, seed=1)
+    np.testing.assert_array_equal(pipe(partner_weight=5.0, **alone).audio.waveform, pipe(**alone).audio.waveform)
+
+
 def test_two_inputs_of_one_modality_compose(pipe: CoDiPipeline) -> None:
     other = render_image(sample_scene(np.random.default_rng(9), color="red", shape="circle", motion="still"))
     both = pipe(
@@ -151,6 +162,8 @@ def test_num_samples_and_bf16(pipe: CoDiPipeline) -> None:
         (dict(guidance_scale=float("nan")), "guidance scale"),
         (dict(seed=-3), "seed must be between"),
         (dict(outputs="text", text_temperature=0.0), "text_temperature must be in"),
+        (dict(outputs=["image", "text"], partner_weight=-1.0), "partner weight must be in"),
+        (dict(outputs=["image", "text"], partner_weight=float("inf")), "partner weight must be in"),
         (dict(inputs={"image": "/no/such/file.png"}), "cannot read image"),
         (dict(inputs={"audio": "/no/such/file.wav"}), "audio file not found"),
         (dict(inputs={"text": 5}), "text input must be a string"),

@@ -44,6 +44,7 @@ BASE = {
     "coupling": "paper",
     "num_samples": 1,
     "text_temperature": None,  # the model's
+    "partner_weight": None,  # the model's
 }
 # The combinations the paper shows; the example gallery must cover every one of them.
 COMBINATIONS = {
@@ -235,11 +236,14 @@ def test_form_request_mapping():
     request = form_to_request({**BASE, "outputs": "video,audio", "randomize_seed": True, "image": ""})
     assert request.seed is None and request.outputs == ["video", "audio"] and request.image is None
     defaults = {"steps": 9, "guidance": 3.0, "sampler": "dpm", "coupling": "official", "text_temperature": 0.7}
+    defaults["partner_weight"] = 4.0
     back = dict(zip(FORM_FIELDS, request_to_form(request, defaults)))
     assert back["randomize_seed"] is True and back["steps"] == STEPS and back["outputs"] == ["video", "audio"]
     assert back["text_temperature"] == (request.text_temperature if request.text_temperature is not None else 0.7)
-    cold = form_to_request({**BASE, "text_temperature": 0.25})
-    assert cold.pipeline_kwargs()["text_temperature"] == 0.25
+    assert back["partner_weight"] == 4.0  # the model's default fills the slider
+    cold = form_to_request({**BASE, "text_temperature": 0.25, "partner_weight": 2.5})
+    assert cold.pipeline_kwargs()["text_temperature"] == 0.25 and cold.pipeline_kwargs()["partner_weight"] == 2.5
+    assert dict(zip(FORM_FIELDS, request_to_form(cold, defaults)))["partner_weight"] == 2.5
 
 
 def test_banner_says_which_model_and_problems(engine, tmp_path):

@@ -172,6 +172,33 @@ def test_paper_mode_routes_other_environments(mode: CouplingMode) -> None:
         assert (a[Modality.VIDEO] - b[Modality.VIDEO]).abs().max() > 1e-4
 
 
+def test_partner_weight_composes_the_leading_outputs_environments_into_the_followers_condition() -> None:
+    model, d = JointDenoiser(tiny_unets(connector_output_channel=16)), inputs()  # environments as wide as prompts
+    latents = {Modality.VIDEO: d["video"], Modality.AUDIO: d["audio"]}
+    w = torch.tensor([3.0, 0.0])  # row 1: an unconditional row of guidance keeps its context
+    with torch.no_grad():
+        plain = model(latents, d["t"], d["context"], mode=CouplingMode.PAPER)
+        composed = model(latents, d["t"], d["context"], mode=CouplingMode.PAPER, partner_weight=w)
+        envs = model.environments(latents, d["t"])
+        audio_ctx = (d["context"] + 3.0 * envs[Modality.VIDEO]) / 4.0  # [B,1,D]: the audio follows the video
+        by_hand = model.unet_for("audio")(d["audio"], d["t"], audio_ctx, env_context=envs[Modality.VIDEO])
+        alone = model({Modality.AUDIO: d["audio"]}, d["t"], d["context"], partner_weight=3.0)
+        with_text = {**latents, Modality.TEXT: d["text"]}
+        three = model(with_text, d["t"], d["context"], mode=CouplingMode.PAPER, partner_weight=3.0)
+        three_plain = model(with_text, d["t"], d["context"], mode=CouplingMode.PAPER)
+    torch.testing.assert_close(composed[Modality.AUDIO][0], by_hand[0], atol=1e-5, rtol=1e-5)
+    assert (composed[Modality.AUDIO][0] - plain[Modality.AUDIO][0]).abs().max() > 1e-3
+    torch.testing.assert_close(composed[Modality.AUDIO][1], plain[Modality.AUDIO][1], atol=0, rtol=0)
+    torch.testing.assert_close(composed[Modality.VIDEO], plain[Modality.VIDEO], atol=0, rtol=0)  # settles first
+    torch.testing.assert_close(three[Modality.VIDEO], three_plain[Modality.VIDEO], atol=0, rtol=0)
+    assert (three[Modality.TEXT] - three_plain[Modality.TEXT]).abs().max() > 1e-3  # text follows both
+    torch.testing.assert_close(alone[Modality.AUDIO], model.unet_for("audio")(d["audio"], d["t"], d["context"]))
+    narrow = JointDenoiser(tiny_unets())  # 32-wide environments, 16-wide prompts (like 1280 vs 768 officially)
+    with pytest.raises(ValueError, match="as wide as the prompt embedding"):
+        narrow(latents, d["t"], d["context"], partner_weight=1.0)
+    narrow(latents, d["t"], d["context"], partner_weight=0.0)  # CoDi as published needs nothing
+
+
 def test_joint_denoiser_modalities_and_checks() -> None:
     unets, d = tiny_unets(), inputs()
     only_image = JointDenoiser({"image": unets["image"]})

@@ -86,6 +86,16 @@ def _inputs(defaults: dict[str, Any], outputs: list[str]) -> Components:
             label="Text temperature",
             info="how freely generated text is sampled (official: 1; lower = the likeliest caption)",
         )
+        c["partner_weight"] = gr.Slider(
+            0.0,
+            20.0,
+            value=defaults["partner_weight"],
+            step=0.5,
+            label="Partner weight",
+            info="with several outputs: how much each output is also conditioned on the others (0 = CoDi as "
+            "published; higher = outputs agree more)",
+            elem_id="partner-weight",
+        )
     with gr.Row():
         c["generate_btn"] = gr.Button("Generate", variant="primary", size="lg", scale=3, elem_id="generate-btn")
         c["cancel_btn"] = gr.Button("Cancel", variant="secondary", size="lg", scale=1, elem_id="cancel-btn")

@@ -79,6 +79,7 @@ class GenerationRequest:
     coupling: str | None = None
     num_samples: int = 1
     text_temperature: float | None = None
+    partner_weight: float | None = None
 
     def inputs(self) -> dict[str, str]:
         """The non-empty inputs by modality name."""
@@ -99,6 +100,7 @@ class GenerationRequest:
             "coupling": self.coupling,
             "num_samples": int(self.num_samples),
             "text_temperature": self.text_temperature,
+            "partner_weight": self.partner_weight,
         }
 
     def to_dict(self) -> dict[str, Any]:
@@ -169,7 +171,7 @@ class Engine:
 
     @property
     def defaults(self) -> dict[str, Any]:
-        """The model's default steps, guidance, sampler, coupling and text temperature."""
+        """The model's default steps, guidance, sampler, coupling, text temperature and partner weight."""
         d = self.pipe.config.defaults if self.pipe is not None else SamplingDefaults()
         return {
             "steps": d.steps,
@@ -177,6 +179,7 @@ class Engine:
             "sampler": d.sampler,
             "coupling": d.coupling,
             "text_temperature": d.text_temperature,
+            "partner_weight": d.partner_weight,
         }
 
     @property
@@ -236,6 +239,7 @@ class Engine:
         used.sampler = result.params.get("sampler", used.sampler)
         used.coupling = result.params.get("coupling", used.coupling)
         used.text_temperature = result.params.get("text_temperature", used.text_temperature)
+        used.partner_weight = result.params.get("partner_weight", used.partner_weight)
         stored = GenerationRequest.from_dict(used.to_dict())
         for name in INPUT_FILE_MODALITIES:  # keep the exact input bytes: a run can be replayed from its folder
             src = getattr(request, name)

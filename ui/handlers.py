@@ -40,6 +40,7 @@ FORM_FIELDS = (
     "coupling",
     "num_samples",
     "text_temperature",
+    "partner_weight",
 )
 # Order of the result components that `generate` updates.
 RESULT_FIELDS = ("summary", "text_out", "image_out", "video_out", "audio_out", "samples", "files", "params", "seed",
@@ -87,6 +88,7 @@ def form_to_request(values: dict[str, Any]) -> GenerationRequest:
         coupling=values.get("coupling") or None,
         num_samples=int(values.get("num_samples") or 1),
         text_temperature=float(values["text_temperature"]) if values.get("text_temperature") is not None else None,
+        partner_weight=float(values["partner_weight"]) if values.get("partner_weight") is not None else None,
     )
 
 
@@ -109,6 +111,9 @@ def request_to_form(request: GenerationRequest, defaults: dict[str, Any]) -> lis
         "text_temperature": (
             request.text_temperature if request.text_temperature is not None else defaults["text_temperature"]
         ),
+        "partner_weight": (
+            request.partner_weight if request.partner_weight is not None else defaults["partner_weight"]
+        ),
     }
     return [values[k] for k in FORM_FIELDS]
 
@@ -123,6 +128,11 @@ def summary_markdown(request: GenerationRequest, params: dict[str, Any], timings
         + (
             f" · text temperature {params['text_temperature']:g}"
             if "text" in params.get("outputs", []) and "text_temperature" in params
+            else ""
+        )
+        + (
+            f" · partner weight {params['partner_weight']:g}"
+            if len(params.get("outputs", [])) > 1 and params.get("partner_weight")
             else ""
         )
     )
@@ -173,6 +183,7 @@ class Studio:
         coupling: str | None = None,
         num_samples: int = 1,
         text_temperature: float | None = None,
+        partner_weight: float | None = None,
         request: gr.Request | None = None,
         progress: gr.Progress = gr.Progress(),  # noqa: B008 (gradio injects the tracker through this default)
     ) -> list[Any]:
