@@ -127,5 +127,7 @@ def tiny_config(zero_terminal_snr: bool = True) -> CoDiConfig:
             cond_audio_seconds=1.0,
         ),
         schedule=schedule,
-        defaults=SamplingDefaults(steps=25, guidance_scale=4.0, sampler="ddim", coupling="paper", text_temperature=0.5),
+        defaults=SamplingDefaults(
+            steps=25, guidance_scale=4.0, sampler="ddim", coupling="paper", text_temperature=0.5, partner_weight=10.0
+        ),
     )

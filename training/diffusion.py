@@ -45,6 +45,16 @@ SIGNAL_FREE_FROM = 900
 # the anchor. Measured: the vectors then vary by 20-120 %; see EVAL.md for what that did (and did not) change.
 ENV_ALIGN_WEIGHT = 0.1
 ENV_ALIGN_TEMPERATURE = 0.1
+# Partner composition (codi.models.joint): at sampling, each output of a joint call may take the other outputs'
+# environment vectors into its condition, beside the user's prompt, so the vectors must live where prompts live.
+# Every joint stage therefore also regresses each environment encoder it trains onto the prompt embedding of its
+# own content: 1 - cos to the unit mean CLIP text embedding of ANCHOR_WORDINGS captions stating every attribute the
+# content shows, on ANCHOR_ROWS extra latents per step noised at uniform steps (so at high noise the vector is the
+# mean caption of what x_t still shows). Measured (EVAL.md): the pair InfoNCE alone left the environments off the
+# prompt space; anchored, a video's environment read as a prompt gives the audio its motion.
+ANCHOR_WEIGHT = 1.0
+ANCHOR_ROWS = 16
+ANCHOR_WORDINGS = 4
 
 
 def zero_init_transformer_outputs(model: nn.Module) -> None:
@@ -164,6 +174,29 @@ def _diffusion_loss(
     return out
 
 
+def caption_anchors(ctx: Context, scenes: list, captions: CaptionSampler, for_image: bool = False) -> Tensor:
+    """[B,D] unit mean CLIP text embedding of ANCHOR_WORDINGS full captions of each scene."""
+    e = torch.stack([ctx.text_embeds(captions(scenes, 0.0, for_image=for_image)) for _ in range(ANCHOR_WORDINGS)])
+    e = e.float().mean(0)  # [B,D]
+    return e / torch.linalg.vector_norm(e, dim=-1, keepdim=True)
+
+
+def anchor_loss(ctx: Context, unet: nn.Module, x0: Tensor, anchors: Tensor, tg: torch.Generator) -> Tensor:
+    """Mean 1 - cos between the environment of x0 [B,...] noised at uniform steps and its anchors [B,D]."""
+    b, ac = x0.shape[0], ctx.model.alphas_cumprod
+    t = torch.randint(0, ac.shape[0], (b,), generator=tg).to(ctx.device)
+    x = add_noise(x0, ctx.randn(tuple(x0.shape), tg), t, ac)
+    env = unet.environment(x.requires_grad_(True), t)[:, 0].float()  # [B,C] unit
+    return ANCHOR_WEIGHT * (1 - (env * anchors.to(ctx.device)).sum(-1)).mean()
+
+
+def _with_anchor(out: Losses, **losses: Tensor) -> Losses:
+    for name, value in losses.items():
+        out[f"anchor_{name}"] = value
+        out["loss"] = out["loss"] + value
+    return out
+
+
 # ---------------------------------------------------------------------------------------- (c) single diffusers
 def unet_image(ctx: Context) -> Plan:
     """Image UNet on text->image and text->video latents (one shared UNet; video latents are 5-D)."""
@@ -237,7 +270,7 @@ def joint_text_image(ctx: Context) -> Plan:
     """Text+image joint generation from partial captions: both UNets' environment encoders and connectors."""
     m, g, tg = ctx.model, ctx.rng("joint_text_image"), ctx.generator("joint_text_image")
     captions, pool = CaptionSampler(g), ctx.pool()
-    b = ctx.batch(24)
+    b, ra = ctx.batch(24), ctx.batch(ANCHOR_ROWS)
 
     def step(i: int) -> Losses:
         idx = g.integers(0, len(pool), b)
@@ -245,7 +278,15 @@ def joint_text_image(ctx: Context) -> Plan:
         z_t = ctx.text_latents(captions(scenes, 0.0, for_image=True))  # [B,latent]
         cond = _drop(ctx.text_embeds(captions(scenes, 0.6, for_image=True)), ctx.uncond()["text"], JOINT_DROPOUT, g)
         x0 = {Modality.TEXT: z_t, Modality.IMAGE: pool.video_latents[idx][:, :, 0]}
-        return _diffusion_loss(ctx, x0, cond, tg, True, env_match=_same(scenes, ("color", "shape")))
+        out = _diffusion_loss(ctx, x0, cond, tg, True, env_match=_same(scenes, ("color", "shape")))
+        ia, ta = g.integers(0, len(pool), ra), g.integers(0, len(pool), ra)
+        images, texts = [pool.scenes[j] for j in ia], [pool.scenes[j] for j in ta]
+        z_img, z_txt = pool.video_latents[ia][:, :, 0], ctx.text_latents(captions(texts, 0.0))
+        return _with_anchor(
+            out,
+            image=anchor_loss(ctx, m.diffusion.unet_image, z_img, caption_anchors(ctx, images, captions, True), tg),
+            text=anchor_loss(ctx, m.diffusion.unet_text, z_txt, caption_anchors(ctx, texts, captions), tg),
+        )
 
     unets = (m.diffusion.unet_text, m.diffusion.unet_image)
     return Plan(connector_params(unets), step)
@@ -255,7 +296,7 @@ def joint_text_audio(ctx: Context) -> Plan:
     """Text+audio joint generation, text frozen: the audio UNet's environment encoder and connectors."""
     m, g, tg = ctx.model, ctx.rng("joint_text_audio"), ctx.generator("joint_text_audio")
     captions, pool, tones = CaptionSampler(g), ctx.pool(), ctx.tones()
-    b = ctx.batch(24)
+    b, ra = ctx.batch(24), ctx.batch(ANCHOR_ROWS)
 
     def step(i: int) -> Losses:
         idx = g.integers(0, len(pool), b)
@@ -263,7 +304,12 @@ def joint_text_audio(ctx: Context) -> Plan:
         z_t = ctx.text_latents(captions(scenes, 0.0))  # [B,latent]
         z_a = tones["latent"][tone_rows(scenes)]  # [B,C,t,m]
         cond = _drop(ctx.text_embeds(captions(scenes, 0.6)), ctx.uncond()["text"], JOINT_DROPOUT, g)
-        return _diffusion_loss(ctx, {Modality.TEXT: z_t, Modality.AUDIO: z_a}, cond, tg, True, env_match=_same(scenes))
+        out = _diffusion_loss(ctx, {Modality.TEXT: z_t, Modality.AUDIO: z_a}, cond, tg, True, env_match=_same(scenes))
+        sounds = [pool.scenes[j] for j in g.integers(0, len(pool), ra)]
+        z = tones["latent"][tone_rows(sounds)]
+        return _with_anchor(
+            out, audio=anchor_loss(ctx, m.diffusion.unet_audio, z, caption_anchors(ctx, sounds, captions), tg)
+        )
 
     return Plan(connector_params([m.diffusion.unet_audio]), step)
 
@@ -275,8 +321,8 @@ def joint_audio_video(ctx: Context) -> Plan:
     every shared attribute must travel through the environment vectors.
     """
     m, g, tg = ctx.model, ctx.rng("joint_audio_video"), ctx.generator("joint_audio_video")
-    pool, tones = ctx.pool(), ctx.tones()
-    b = ctx.batch(6)
+    captions, pool, tones = CaptionSampler(g), ctx.pool(), ctx.tones()
+    b, ra = ctx.batch(6), ctx.batch(ANCHOR_ROWS)
 
     def step(i: int) -> Losses:
         idx = g.integers(0, len(pool), b)
@@ -284,6 +330,10 @@ def joint_audio_video(ctx: Context) -> Plan:
         z_a = tones["latent"][tone_rows(scenes)]  # [B,C,t,m]
         cond = ctx.uncond()["text"][None].expand(b, -1)  # [B,D]
         x0 = {Modality.VIDEO: pool.video_latents[idx], Modality.AUDIO: z_a}
-        return _diffusion_loss(ctx, x0, cond, tg, True, HIGH_NOISE_SHARE, env_match=_same(scenes))
+        out = _diffusion_loss(ctx, x0, cond, tg, True, HIGH_NOISE_SHARE, env_match=_same(scenes))
+        va = g.integers(0, len(pool), ra)
+        videos = [pool.scenes[j] for j in va]
+        anchors = caption_anchors(ctx, videos, captions)
+        return _with_anchor(out, video=anchor_loss(ctx, m.diffusion.unet_image, pool.video_latents[va], anchors, tg))
 
     return Plan(connector_params([m.diffusion.unet_image]), step)
