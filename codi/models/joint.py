@@ -4,7 +4,9 @@
 `JointDenoiser` predicts the noise of every requested output modality; with several outputs each
 UNet's connecter-in transformers attend to an environment vector, either the output's OWN
 (`CouplingMode.OFFICIAL`, what the released code does) or the mean of the OTHER outputs'
-(`CouplingMode.PAPER`, the paper's latent alignment).
+(`CouplingMode.PAPER`, the paper's latent alignment). With a `partner_weight` (our addition, for models whose
+environment vectors are trained into the prompt space) an output's condition also takes in the environments of
+the outputs that settle before it (`SETTLE_ORDER`).
 """
 
 from __future__ import annotations
