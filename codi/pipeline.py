@@ -271,7 +271,7 @@ class CoDiPipeline:
         t1 = time.perf_counter()
         # 3. timesteps and 4. latents
         noise = self.initial_noise(outs, num_samples, seed)
-        denoiser = self._denoiser(cond, uncond, guidance, coupling, partner if len(outs) > 1 else 0.0)
+        denoiser = self._denoiser(cond, uncond, guidance, coupling, partner)  # one output: unused
         callback = (lambda i, n, t: progress(i + 1, n)) if progress else None
         # 5. denoise
         if sampler is Sampler.DDIM:

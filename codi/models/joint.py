@@ -77,6 +77,7 @@ class JointDenoiser(nn.Module):
         channels = {name: unet.config.connector_output_channel for name, unet in unets.items()}
         if len(set(channels.values())) > 1:
             raise ValueError(f"all UNets must share connector_output_channel to couple outputs, got {channels}")
+        self.env_dim = next(iter(channels.values()))  # C_env, one width for every UNet
 
     def unet_for(self, modality: Modality | str) -> nn.Module:
         """The UNet that denoises `modality` (IMAGE and VIDEO share `unet_image`)."""
@@ -137,15 +138,11 @@ class JointDenoiser(nn.Module):
 
     def check_partner_composition(self, context_dim: int) -> None:
         """Raises ValueError unless environment vectors can be read as prompts (same width as the context)."""
-        widths = {name: getattr(self, f"unet_{name}").config.connector_output_channel for name in self._names()}
-        if any(c != context_dim for c in widths.values()):
+        if self.env_dim != context_dim:
             raise ValueError(
                 f"partner composition needs environment vectors as wide as the prompt embedding ({context_dim}); "
-                f"this model's are {sorted(set(widths.values()))} (the released CoDi weights: 1280 vs 768)"
+                f"this model's are [{self.env_dim}] (the released CoDi weights: 1280 vs 768)"
             )
-
-    def _names(self) -> list[str]:
-        return [name for name in UNET_NAMES if hasattr(self, f"unet_{name}")]
 
     def environments(self, latents: Mapping[Modality, Tensor], timesteps: Tensor) -> dict[Modality, Tensor]:
         """Each output's environment vector [B, 1, C_env], from its own UNet's encoder on its own noisy latent."""
