@@ -26,7 +26,7 @@ from codi.media import AudioClip, VideoClip
 from codi.modality import ALL_MODALITIES, Modality
 from codi.model import CoDiModel
 from codi.models.joint import CouplingMode, mix_conditions
-from codi.sampling import Sampler, guided, sample_ddim, sample_dpm
+from codi.sampling import Prediction, Sampler, guided, sample_ddim, sample_dpm, split_prediction
 
 ProgressCallback = Callable[[int, int], None]  # (steps done, total steps)
 
@@ -194,12 +194,23 @@ class CoDiPipeline:
         self, cond: Tensor, uncond: Tensor | None, guidance: float, coupling: CouplingMode, partner_weight: float
     ):
         b = cond.shape[0]
+        diffusion, kind = self.model.diffusion, Prediction(self.config.schedule.prediction)
+        alphas = self.model.alphas_cumprod
+
+        def leader_env(modality: Modality, x: Tensor, t: Tensor, out: Tensor) -> Tensor:
+            """The environment of the leader's clean latent as this step predicts it (guided), read at t = 0."""
+            if out.shape[0] == 2 * b:  # rows [uncond; cond]: the guided prediction, for both halves
+                e_u, e_c = out.chunk(2)
+                out = torch.cat([e_u + guidance * (e_c - e_u)] * 2)
+            a_t = alphas[int(t[0])].to(device=x.device, dtype=x.dtype)  # one step for every row
+            x0 = split_prediction(out, x, a_t, kind)[0]  # [rows, ...]
+            return diffusion.unet_for(modality).environment(x0, torch.zeros_like(t))  # [rows, 1, C_env]
 
         def predict(x, t, context):
             w = torch.full((context.shape[0],), float(partner_weight), device=context.device)  # [B] or [2B]
             if context.shape[0] == 2 * b:  # guided: rows [uncond; cond], partners join the condition only
                 w[:b] = 0.0
-            return self.model.diffusion(x, t, context, mode=coupling, partner_weight=w)
+            return diffusion(x, t, context, mode=coupling, partner_weight=w, leader_env=leader_env)
 
         return guided(predict, cond, uncond, guidance)
 

@@ -251,6 +251,21 @@ def test_audio_video_stage_fine_tunes_the_text_image_connectors(tmp_path):
     assert moved < 0.01, (name, moved)  # one AdamW step of lr 5e-4 away; a reset would move it by ~1
 
 
+def test_anchor_video_stage_fits_only_the_video_environment_after_the_joint_stages(tmp_path):
+    """`anchor_video` goes on from joint_audio_video (which goes on from joint_text_image) and trains the image
+    UNet's environment encoder alone."""
+    assert with_prerequisites(["anchor_video"]) == ("joint_text_image", "joint_audio_video", "anchor_video")
+    torch.set_num_threads(1)
+    model = fresh_model(tiny_config(), seed=0)
+    ctx = Context(model, torch.device("cpu"), batch_cap=2)
+    unet = model.diffusion.unet_image
+    before = {n: p.detach().clone() for n, p in unet.named_parameters()}
+    summary = run_stage(ctx, next(s for s in STAGES if s.name == "anchor_video"), 2, tmp_path / "log.jsonl", False)
+    assert set(summary["final_losses"]) == {"loss", "anchor_video"}
+    moved = {n for n, p in unet.named_parameters() if not torch.equal(p.detach(), before[n])}
+    assert moved and all(n.startswith("connecters_out") for n in moved), sorted(moved)[:3]
+
+
 def test_joint_loss_aligns_the_two_environments_of_a_pair():
     """With `env_match`, the joint loss adds a soft InfoNCE between the pair's environment vectors; its gradient
     reaches the environment encoder (connecters_out), which the eps loss alone barely trains."""

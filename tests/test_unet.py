@@ -199,6 +199,31 @@ def test_partner_weight_composes_the_leading_outputs_environments_into_the_follo
     narrow(latents, d["t"], d["context"], partner_weight=0.0)  # CoDi as published needs nothing
 
 
+def test_leader_env_hook_replaces_what_a_leader_offers_its_followers() -> None:
+    """With `leader_env`, leaders run first and the follower composes the hook's vector (called once per leader,
+    with the leader's own output); outputs keep the caller's order."""
+    model, d = JointDenoiser(tiny_unets(connector_output_channel=16)), inputs()
+    latents = {Modality.AUDIO: d["audio"], Modality.VIDEO: d["video"]}  # follower first: run order is not dict order
+    offered = torch.nn.functional.normalize(torch.randn(2, 1, 16, generator=torch.Generator().manual_seed(3)), dim=-1)
+    calls = []
+
+    def hook(modality, x, t, out):
+        calls.append((modality, x.shape, out.shape))
+        return offered
+
+    with torch.no_grad():
+        out = model(latents, d["t"], d["context"], mode=CouplingMode.PAPER, partner_weight=2.0, leader_env=hook)
+        envs = model.environments(latents, d["t"])
+        by_hand = model.unet_for("audio")(
+            d["audio"], d["t"], (d["context"] + 2.0 * offered) / 3.0, env_context=envs[Modality.VIDEO]
+        )
+        off = model(latents, d["t"], d["context"], mode=CouplingMode.PAPER, leader_env=hook)  # w = 0: no call
+    assert list(out) == [Modality.AUDIO, Modality.VIDEO]
+    assert calls == [(Modality.VIDEO, d["video"].shape, d["video"].shape)]
+    torch.testing.assert_close(out[Modality.AUDIO], by_hand, atol=1e-5, rtol=1e-5)
+    assert (off[Modality.AUDIO] - out[Modality.AUDIO]).abs().max() > 1e-3
+
+
 def test_joint_denoiser_modalities_and_checks() -> None:
     unets, d = tiny_unets(), inputs()
     only_image = JointDenoiser({"image": unets["image"]})

@@ -51,6 +51,7 @@ STAGES: tuple[Stage, ...] = (
     Stage("joint_text_image", 800, 5e-4, diffusion.joint_text_image),
     Stage("joint_text_audio", 500, 5e-4, diffusion.joint_text_audio),
     Stage("joint_audio_video", 600, 5e-4, diffusion.joint_audio_video, fine_tunes="joint_text_image"),
+    Stage("anchor_video", 750, 1.5e-3, diffusion.anchor_video, fine_tunes="joint_audio_video"),
 )
 STAGE_NAMES = tuple(s.name for s in STAGES)
 

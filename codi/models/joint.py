@@ -6,12 +6,13 @@ UNet's connecter-in transformers attend to an environment vector, either the out
 (`CouplingMode.OFFICIAL`, what the released code does) or the mean of the OTHER outputs'
 (`CouplingMode.PAPER`, the paper's latent alignment). With a `partner_weight` (our addition, for models whose
 environment vectors are trained into the prompt space) an output's condition also takes in the environments of
-the outputs that settle before it (`SETTLE_ORDER`).
+the outputs that settle before it (`SETTLE_ORDER`), as those leaders offer them (`leader_env`: the pipeline reads
+them from each leader's predicted clean latent).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from enum import Enum
 
 import torch
@@ -33,6 +34,10 @@ UNET_FOR_MODALITY: dict[Modality, str] = {
 # With partner composition an output follows the outputs that settle before it (an output whose partner has not
 # yet decided would follow noise: composing both ways lowered the joint agreement from 77 % to 65 %).
 SETTLE_ORDER: dict[Modality, int] = {Modality.IMAGE: 0, Modality.VIDEO: 0, Modality.AUDIO: 1, Modality.TEXT: 2}
+
+# (modality, its latent x_t, timesteps, its UNet's output at x_t) -> [B, 1, C_env] environment a leader offers
+# its followers (the pipeline reads it from the leader's predicted clean latent; see `JointDenoiser.forward`).
+LeaderEnv = Callable[[Modality, Tensor, Tensor, Tensor], Tensor]
 
 
 def mix_conditions(conditions: Sequence[Tensor], weights: Sequence[float]) -> Tensor:
@@ -95,6 +100,7 @@ class JointDenoiser(nn.Module):
         mode: CouplingMode = CouplingMode.OFFICIAL,
         envs: Mapping[Modality, Tensor] | None = None,
         partner_weight: float | Tensor = 0.0,
+        leader_env: LeaderEnv | None = None,
     ) -> dict[Modality, Tensor]:
         """Predicts eps for every output latent.
 
@@ -110,6 +116,8 @@ class JointDenoiser(nn.Module):
                 environment vectors of the outputs that settle before it (SETTLE_ORDER; an output with none keeps
                 its context); the vectors must then live in the prompt space (see `check_partner_composition`).
                 0 = CoDi as published.
+            leader_env: what a leader offers its followers, computed from its output (leaders are then run
+                first); default its environment vector at x_t, the one its connectors see.
         Returns:
             modality -> eps prediction shaped like its latent.
         """
@@ -123,18 +131,22 @@ class JointDenoiser(nn.Module):
         compose = bool((w > 0).any())
         if compose:
             self.check_partner_composition(context.shape[-1])
+        offered: dict[Modality, Tensor] = {}  # leaders' environments for their followers, [B, 1, C_env]
         out: dict[Modality, Tensor] = {}
-        for modality, x in items:
+        for modality, x in sorted(items, key=lambda kv: SETTLE_ORDER[kv[0]]):  # leaders before their followers
             if mode is CouplingMode.OFFICIAL:
                 env = own[modality]  # [B, 1, C_env]
             else:
                 env = torch.stack([e for m, e in own.items() if m is not modality]).mean(0)  # [B, 1, C_env]
             ctx = context  # [B, 1, D]
-            leaders = [e for m, e in own.items() if SETTLE_ORDER[m] < SETTLE_ORDER[modality]]
+            leaders = [e for m, e in offered.items() if SETTLE_ORDER[m] < SETTLE_ORDER[modality]]
             if compose and leaders:
                 ctx = (context + w * torch.stack(leaders).mean(0).to(context.dtype)) / (1 + w)
             out[modality] = self.unet_for(modality)(x, timesteps, ctx, env_context=env)
-        return out
+            if compose and any(SETTLE_ORDER[m] > SETTLE_ORDER[modality] for m, _ in items):  # it leads someone
+                lead = own[modality] if leader_env is None else leader_env(modality, x, timesteps, out[modality])
+                offered[modality] = lead  # [B, 1, C_env]
+        return {m: out[m] for m, _ in items}
 
     def check_partner_composition(self, context_dim: int) -> None:
         """Raises ValueError unless environment vectors can be read as prompts (same width as the context)."""
