@@ -26,7 +26,15 @@ from codi.media import AudioClip, VideoClip
 from codi.modality import ALL_MODALITIES, Modality
 from codi.model import CoDiModel
 from codi.models.joint import CouplingMode, mix_conditions
-from codi.sampling import Prediction, Sampler, guided, sample_ddim, sample_dpm, split_prediction
+from codi.sampling import (
+    Prediction,
+    Sampler,
+    combine_guidance,
+    guided,
+    sample_ddim,
+    sample_dpm,
+    split_prediction,
+)
 
 ProgressCallback = Callable[[int, int], None]  # (steps done, total steps)
 
@@ -199,12 +207,13 @@ class CoDiPipeline:
 
         def leader_env(modality: Modality, x: Tensor, t: Tensor, out: Tensor) -> Tensor:
             """The environment of the leader's clean latent as this step predicts it (guided), read at t = 0."""
-            if out.shape[0] == 2 * b:  # rows [uncond; cond]: the guided prediction, for both halves
-                e_u, e_c = out.chunk(2)
-                out = torch.cat([e_u + guidance * (e_c - e_u)] * 2)
+            halves = out.shape[0] == 2 * b  # rows [uncond; cond]: one guided prediction serves both halves
+            if halves:
+                out, x, t = combine_guidance(*out.chunk(2), guidance), x[b:], t[b:]  # [B, ...]
             a_t = alphas[int(t[0])].to(device=x.device, dtype=x.dtype)  # one step for every row
-            x0 = split_prediction(out, x, a_t, kind)[0]  # [rows, ...]
-            return diffusion.unet_for(modality).environment(x0, torch.zeros_like(t))  # [rows, 1, C_env]
+            x0 = split_prediction(out, x, a_t, kind)[0]  # [B, ...]
+            env = diffusion.unet_for(modality).environment(x0, torch.zeros_like(t))  # [B, 1, C_env]
+            return torch.cat([env, env]) if halves else env  # the unconditional rows compose it with weight 0
 
         def predict(x, t, context):
             w = torch.full((context.shape[0],), float(partner_weight), device=context.device)  # [B] or [2B]

@@ -204,6 +204,11 @@ def sample_dpm(
     return x
 
 
+def combine_guidance(e_u: Tensor, e_c: Tensor, guidance_scale: float) -> Tensor:
+    """Classifier-free guidance of one prediction: e_u + s (e_c - e_u)."""
+    return e_u + guidance_scale * (e_c - e_u)
+
+
 def guided(
     predict: Callable[[Latents, Tensor, Tensor], Latents],
     context: Tensor,
@@ -224,10 +229,6 @@ def guided(
     def denoise(x: Latents, t: Tensor) -> Latents:
         doubled = {m: torch.cat([v, v]) for m, v in x.items()}
         eps = predict(doubled, torch.cat([t, t]), both)
-        out = {}
-        for m, e in eps.items():
-            e_u, e_c = e.chunk(2)
-            out[m] = e_u + guidance_scale * (e_c - e_u)
-        return out
+        return {m: combine_guidance(*e.chunk(2), guidance_scale) for m, e in eps.items()}
 
     return denoise
