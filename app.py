@@ -21,7 +21,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--dtype",
         default="auto",
         choices=["auto", "float32", "float16", "bfloat16"],
-        help="auto: float16 for the official model on a GPU, float32 otherwise",
+        help="auto: for the released model float16 on a GPU, bfloat16 on a CPU; float32 for tiny",
     )
     p.add_argument("--host", default=env.get("GRADIO_SERVER_NAME", "127.0.0.1"), help="address to listen on")
     p.add_argument("--port", type=int, default=int(env.get("GRADIO_SERVER_PORT", "7860")))
@@ -34,6 +34,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     p.add_argument("--examples", default=None, help="examples.json of the gallery (default: assets/examples.json)")
     p.add_argument("--queue-size", type=int, default=16, help="requests that may wait for the model")
+    p.add_argument(
+        "--max-memory", type=float, default=None, metavar="GB", help="keep loaded model parts under this many GB"
+    )
+    p.add_argument(
+        "--offload",
+        choices=["none", "model"],
+        default="none",
+        help="model: parts wait on the CPU and each moves to the GPU only while it runs",
+    )
+    p.add_argument("--strict-keys", action="store_true", help="refuse checkpoint keys that map to no component")
     return p.parse_args(argv)
 
 
@@ -43,7 +53,8 @@ def resolve_device(device: str, dtype: str, model: str) -> tuple[str, str]:
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
     if dtype == "auto":
-        dtype = "float16" if model == "official" and not device.startswith("cpu") else "float32"
+        big = model != "tiny"  # the released model or a converted folder of it
+        dtype = ("float16" if not device.startswith("cpu") else "bfloat16") if big else "float32"
     return device, dtype
 
 
@@ -58,8 +69,9 @@ def main(argv: list[str] | None = None) -> int:
     if device == "cpu":
         default_threads()
     try:
-        engine = Engine.load(args.model, device=device, dtype=dtype, runs_dir=args.runs)
-    except (FileNotFoundError, ValueError) as e:
+        memory = {"max_memory": args.max_memory, "offload": args.offload, "strict_keys": args.strict_keys}
+        engine = Engine.load(args.model, device=device, dtype=dtype, runs_dir=args.runs, **memory)
+    except (FileNotFoundError, ValueError, OSError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     info = engine.info

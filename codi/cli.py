@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import platform
 import sys
 from pathlib import Path
@@ -37,7 +38,6 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m codi", description="CoDi any-to-any generation")
     sub = p.add_subparsers(dest="command", required=True)
     g = sub.add_parser("generate", help="generate outputs from any combination of inputs")
-    g.add_argument("--model", default="tiny", help="tiny (default, embedded), official, or a checkpoint folder")
     g.add_argument("--text", help="text prompt")
     g.add_argument("--image", help="input image file")
     g.add_argument("--video", help="input video file")
@@ -69,10 +69,20 @@ def build_parser() -> argparse.ArgumentParser:
         "--text-temperature", type=float, default=None, help="text decoder temperature (default: the model's)"
     )
     g.add_argument("--batch", help="JSONL file: one request per line (keys: " + ", ".join(sorted(BATCH_KEYS)) + ")")
-    g.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, mps ...")
-    g.add_argument("--dtype", default="float32", choices=["float32", "float16", "bfloat16"])
+    add_model_options(g)
     g.add_argument("--out", required=True, help="output folder")
     g.add_argument("--quiet", action="store_true", help="no progress bar")
+    c = sub.add_parser("convert", help="convert the released .pth files into our format (safetensors per component)")
+    c.add_argument("files", nargs="*", help="the released .pth files, in load order (or --from-cache)")
+    c.add_argument("--from-cache", action="store_true", help="take the released files from the Hugging Face cache")
+    c.add_argument("--precision", choices=["fp16", "fp32"], default="fp16", help="which released files (cache)")
+    c.add_argument("--out", required=True, help="folder to write (config.json + <component>.safetensors)")
+    c.add_argument("--dtype", default="float16", choices=["float32", "float16", "bfloat16"], help="stored dtype")
+    c.add_argument("--strict-keys", action="store_true", help="refuse checkpoint keys that map to no component")
+    d = sub.add_parser("download", help="download the released weights (Hugging Face cache) and convert them")
+    d.add_argument("--precision", choices=["fp16", "fp32"], default="fp16", help="fp16 (11.6 GB) or fp32 (36.5 GB)")
+    d.add_argument("--out", default=None, help="also convert into this folder (default: keep the .pth files only)")
+    d.add_argument("--revision", default=None, help="repository revision (branch, tag or commit)")
     e = sub.add_parser("eval", help="score a model on the Shapes & Tones world")
     e.add_argument("--model", default="tiny", help="tiny (default) or a checkpoint folder trained on the world")
     e.add_argument("--n", type=int, default=30, help="samples per task")
@@ -87,6 +97,40 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--device", default="cpu")
     e.add_argument("--json", default="eval.json", help="where to write the scores as JSON ('' for none)")
     return p
+
+
+def add_model_options(p: argparse.ArgumentParser) -> None:
+    """--model, --device, --dtype and the memory options, shared by generate and the app."""
+    p.add_argument("--model", default="tiny", help="tiny (default, embedded), official, or a converted folder")
+    p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, mps ...")
+    p.add_argument("--dtype", default="float32", choices=["float32", "float16", "bfloat16"])
+    p.add_argument(
+        "--max-memory",
+        type=float,
+        default=None,
+        metavar="GB",
+        help="keep loaded components under this many GB, evicting the least recently used",
+    )
+    p.add_argument(
+        "--offload",
+        choices=["none", "model"],
+        default="none",
+        help="model: components wait on the CPU and each moves to the device only while it runs",
+    )
+    p.add_argument(
+        "--strict-keys", action="store_true", help="refuse official checkpoint keys that map to no component"
+    )
+
+
+def model_kwargs(args: argparse.Namespace) -> dict[str, Any]:
+    """`CoDiPipeline.from_preset` keyword arguments from `add_model_options`' flags."""
+    return {
+        "device": args.device,
+        "dtype": args.dtype,
+        "max_memory": args.max_memory,
+        "offload": args.offload,
+        "strict_keys": args.strict_keys,
+    }
 
 
 def parse_weights(items: list[str]) -> dict[str, float]:
@@ -186,6 +230,7 @@ def save_result(result: GenerationResult, out: Path, inputs: dict[str, Any] | No
         "input_files": {k: str(v) for k, v in (inputs or {}).items() if k != "text"},
         "seed": result.seed,
         "timings": {k: round(v, 4) for k, v in result.timings.items()},
+        "model": result.model,
         "outputs": [p.name for p in written],
         "versions": versions(),
     }
@@ -228,22 +273,83 @@ def main(argv: list[str] | None = None) -> int:
         from codi.evaluate import main as evaluate_main
 
         return evaluate_main(args)
+    from codi.hub import WeightsNotFoundError
+    from codi.loading import CheckpointKeyError, CorruptCheckpointError
+    from codi.pipeline import NotEnoughMemoryError
+
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
     try:
-        requests = read_batch(args.batch) if args.batch else [request_from_args(args)]
-        pipe = CoDiPipeline.from_preset(args.model, device=args.device, dtype=args.dtype)
-        print(f"model: {pipe.source}", file=sys.stderr)
-        out = Path(args.out)
-        for req in requests:
-            folder = out / str(req["id"]) if args.batch else out
-            update, bar = _progress_bar(args.quiet, str(req.get("id", "generate")))
-            result = run_request(pipe, req, folder, update)
-            if bar is not None:
-                bar.close()
-            print(
-                f"{folder}: {', '.join(result.params['outputs'])} (seed {result.seed}, "
-                f"{result.timings['total_s']:.2f} s)"
-            )
-    except (InputError, MediaError, FileNotFoundError, ValueError) as e:
+        if args.command == "convert":
+            return convert(args.files, args.out, args.from_cache, args.precision, args.dtype, args.strict_keys)
+        if args.command == "download":
+            return download(args.precision, args.out, args.revision)
+        return generate(args)
+    except (InputError, MediaError, FileNotFoundError, ValueError, CheckpointKeyError, NotEnoughMemoryError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except (WeightsNotFoundError, CorruptCheckpointError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 3
+
+
+def generate(args: argparse.Namespace) -> int:
+    from codi.pipeline import NotEnoughMemoryError
+
+    requests = read_batch(args.batch) if args.batch else [request_from_args(args)]
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise InputError(f"--out {out} is a file, not a folder")
+    pipe = CoDiPipeline.from_preset(args.model, **model_kwargs(args))
+    print(f"model: {pipe.source}", file=sys.stderr)
+    failed = 0
+    for req in requests:
+        folder = out / str(req["id"]) if args.batch else out
+        update, bar = _progress_bar(args.quiet, str(req.get("id", "generate")))
+        try:
+            result = run_request(pipe, req, folder, update)
+        except NotEnoughMemoryError as e:
+            if not args.batch:
+                raise
+            print(f"{folder}: error: {e}", file=sys.stderr)  # the pipeline stays usable: go on
+            failed += 1
+            continue
+        finally:
+            if bar is not None:
+                bar.close()
+        peak = result.model.get("peak_memory", {})
+        print(
+            f"{folder}: {', '.join(result.params['outputs'])} (seed {result.seed}, "
+            f"{result.timings['total_s']:.2f} s, peak {peak.get('bytes', 0) / 1e9:.2f} GB {peak.get('kind', '')})"
+        )
+    return 2 if failed else 0
+
+
+def convert(files: list[str], out: str, from_cache: bool, precision: str, dtype: str, strict_keys: bool = False) -> int:
+    """Reads the released .pth files once and writes our format: config.json + <component>.safetensors."""
+    if bool(files) == bool(from_cache):
+        raise InputError("give the released .pth files in load order, or --from-cache (not both)")
+    kwargs: dict[str, Any] = {"official_variant": precision, "strict_keys": strict_keys}
+    if files:
+        missing = [f for f in files if not Path(f).is_file()]
+        if missing:
+            raise FileNotFoundError(f"no such file: {', '.join(missing)}")
+        kwargs["official_files"] = files
+    pipe = CoDiPipeline.from_preset("official", device="cpu", dtype=dtype, lazy=True, **kwargs)
+    report = pipe.components.source.report
+    if report.summary():
+        print(f"note: {report.summary()}", file=sys.stderr)
+    written = pipe.save_pretrained(out, dtype=dtype)
+    total = sum(p.stat().st_size for p in written)
+    print(f"{out}: {len(written)} files, {total / 1e9:.2f} GB (load with --model {out})")
+    return 0
+
+
+def download(precision: str, out: str | None, revision: str | None) -> int:
+    """Fetches the released files into the Hugging Face cache (with progress), then converts them if asked."""
+    from codi.hub import download_official
+
+    weights = download_official(precision, revision=revision)
+    print("\n".join(str(p) for p in weights.files))
+    if out is not None:
+        return convert([str(p) for p in weights.files], out, False, precision, "float16")
     return 0

@@ -1,14 +1,16 @@
-"""Strict loading of official CoDi checkpoints into our modules through one explicit key table.
+"""Loading official CoDi checkpoints into our modules through one explicit key table.
 
 The table is a list of `ComponentMap`s (official prefix -> our prefix), each with ordered `KeyRule`s
-that rename, split, transform or deliberately drop official keys. Every official key must match a
-rule, every key of our module must be produced, and shapes must agree: anything else raises a
-`CheckpointKeyError` that names the offending keys.
+that rename, split, transform or deliberately drop official keys. Every key of our module must be
+produced and shapes must agree, or a `CheckpointKeyError` names the offending keys. Official keys that
+map to no key of ours (the released files carry such tensors) are skipped and reported in a
+`KeyReport`, or refused with `strict_keys=True`.
 """
 
 from __future__ import annotations
 
 import re
+import zipfile
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -80,12 +82,49 @@ class ComponentMap:
     rules: tuple[KeyRule, ...] = field(default=(IDENTITY,))
 
     def convert_key(self, key: str, value: Tensor) -> list[tuple[str, Tensor]]:
+        out = self.try_convert_key(key, value)
+        if out is None:
+            raise CheckpointKeyError(f"no rule of the {self.official_prefix!r} map matches official key {key!r}")
+        return out
+
+    def try_convert_key(self, key: str, value: Tensor) -> list[tuple[str, Tensor]] | None:
+        """Our (key, tensor) pairs for an official key ([] for a deliberate drop), None when no rule matches."""
         local = key[len(self.official_prefix) :]
         for rule in self.rules:
             out = rule.apply(local, value)
             if out is not None:
                 return [(self.our_prefix + k, v) for k, v in out]
-        raise CheckpointKeyError(f"no rule of the {self.official_prefix!r} map matches official key {key!r}")
+        return None
+
+
+@dataclass
+class KeyReport:
+    """What loading a set of checkpoint files skipped or resolved, for the log and result.json."""
+
+    skipped: list[tuple[str, int]] = field(default_factory=list)  # (official key, numel) mapping to nothing
+    overrides: list[dict[str, object]] = field(default_factory=list)  # two official keys -> one of ours
+
+    def to_json(self, limit: int = 10) -> dict[str, object]:
+        return {
+            "skipped_keys": len(self.skipped),
+            "skipped_numel": sum(n for _, n in self.skipped),
+            "skipped_first": [k for k, _ in self.skipped[:limit]],
+            "overrides": self.overrides[:limit],
+        }
+
+    def summary(self) -> str:
+        """One line for the log ('' when nothing was skipped or overridden)."""
+        parts = []
+        if self.skipped:
+            names = ", ".join(k for k, _ in self.skipped[:3]) + (", ..." if len(self.skipped) > 3 else "")
+            numel = sum(n for _, n in self.skipped)
+            parts.append(f"skipped {len(self.skipped)} checkpoint tensors of no component ({numel:,} numel: {names})")
+        differ = [o for o in self.overrides if o.get("equal") is False]
+        if differ:
+            parts.append(
+                "; ".join(f"{o['ours']}: {o['kept']!r} overrides {o['dropped']!r} (they differ)" for o in differ)
+            )
+        return "; ".join(parts)
 
 
 def _component_for(key: str, table: Iterable[ComponentMap]) -> ComponentMap | None:
@@ -173,14 +212,41 @@ def load_official_component(module: nn.Module, official: Mapping[str, Tensor], c
     load_into(module, convert_official_state_dict(wanted, [local]))
 
 
-def read_tensor_file(path: str | Path) -> dict[str, Tensor]:
-    """Reads a .safetensors file, or a .pth/.ckpt pickle with `weights_only=True` (never arbitrary code)."""
-    path = Path(path)
-    if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
+class CorruptCheckpointError(OSError):
+    """A checkpoint file is truncated or damaged; the message names it and says to download it again."""
 
-        return load_file(str(path))
-    obj = torch.load(str(path), map_location="cpu", weights_only=True, mmap=True)
+
+def corrupt(path: str | Path, error: BaseException) -> CorruptCheckpointError:
+    """The error for a file torch cannot read: names it and says to download it again."""
+    reason = (str(error).splitlines() or [type(error).__name__])[0][:160]
+    return CorruptCheckpointError(f"{path} is damaged or incomplete ({reason}); delete it and download it again")
+
+
+def is_legacy_pickle(path: str | Path) -> bool:
+    """True for files written by torch.save's legacy (non-zip) format, which cannot be memory-mapped."""
+    return not zipfile.is_zipfile(str(path))
+
+
+def read_tensor_file(path: str | Path, mmap: bool = True) -> dict[str, Tensor]:
+    """Reads a .safetensors file, or a .pth/.ckpt pickle with `weights_only=True` (never arbitrary code).
+
+    Zip-format pickles are memory-mapped (tensors are read from disk when touched); legacy-format ones are
+    read whole. A truncated or damaged file raises CorruptCheckpointError naming it.
+    """
+    path = Path(path)
+    try:
+        if path.suffix == ".safetensors":
+            from safetensors.torch import load_file
+
+            return load_file(str(path))
+        use_mmap = mmap and not is_legacy_pickle(path)
+        obj = torch.load(str(path), map_location="cpu", weights_only=True, mmap=use_mmap)
+    except (FileNotFoundError, PermissionError, IsADirectoryError):
+        raise
+    except (RuntimeError, EOFError, ValueError, OSError, zipfile.BadZipFile) as e:
+        if isinstance(e, RuntimeError) and "weights_only" in str(e) and "Unsupported" in str(e):
+            raise  # a pickle that needs code to load: refused, not corrupt
+        raise corrupt(path, e) from None
     if isinstance(obj, Mapping) and "state_dict" in obj and isinstance(obj["state_dict"], Mapping):
         obj = obj["state_dict"]
     if not isinstance(obj, Mapping):

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -12,6 +14,7 @@ import torch
 from PIL import Image
 from torch import Tensor
 
+from codi.components import needed_components, stages_for
 from codi.conditions import (
     Condition,
     InputError,
@@ -26,6 +29,7 @@ from codi.media import AudioClip, VideoClip
 from codi.modality import ALL_MODALITIES, Modality
 from codi.model import CoDiModel
 from codi.models.joint import CouplingMode, mix_conditions
+from codi.residency import ComponentManager, peak_memory, reset_peak_memory
 from codi.sampling import (
     Prediction,
     Sampler,
@@ -52,6 +56,7 @@ class GenerationResult:
     seed: int = 0
     params: dict[str, Any] = field(default_factory=dict)
     timings: dict[str, float] = field(default_factory=dict)
+    model: dict[str, Any] = field(default_factory=dict)  # source, components used/loaded/resident, peak memory
 
     @property
     def text(self) -> str | None:
@@ -80,12 +85,25 @@ def parse_outputs(outputs: Iterable[str | Modality] | str) -> list[Modality]:
     return [m for m in ALL_MODALITIES if m in chosen]
 
 
+class NotEnoughMemoryError(MemoryError):
+    """The device ran out of memory for a request; the message says what to change. The pipeline stays usable."""
+
+
 class CoDiPipeline:
     """Any-to-any generation with a CoDi model: compose conditions, sample jointly, decode."""
 
     def __init__(
-        self, model: CoDiModel, device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32, source: str = ""
+        self,
+        model: CoDiModel,
+        device: torch.device | str = "cpu",
+        dtype: torch.dtype = torch.float32,
+        source: str = "",
+        components: ComponentManager | None = None,
     ) -> None:
+        """Args:
+        model: a loaded model, or one whose parameters wait on the meta device for `components` to load them.
+        components: loads the model's components on demand (default: `model` is fully loaded).
+        """
         self.model = model.eval()
         self.device = torch.device(device)
         if self.device.type == "cpu":
@@ -94,6 +112,7 @@ class CoDiPipeline:
             torch.set_flush_denormal(True)
         self.dtype = dtype
         self.source = source
+        self.components = components or ComponentManager(model, None, self.device, dtype)
 
     @property
     def config(self):
@@ -105,6 +124,9 @@ class CoDiPipeline:
         name: str = "tiny",
         device: torch.device | str | None = None,
         dtype: torch.dtype | str | None = None,
+        max_memory: float | None = None,
+        offload: str = "none",
+        lazy: bool | None = None,
         **kwargs: Any,
     ) -> CoDiPipeline:
         """Builds a pipeline from a preset name ('tiny', 'official') or a checkpoint folder.
@@ -113,14 +135,43 @@ class CoDiPipeline:
             name: 'tiny' (embedded, offline), 'official' (released weights, downloaded once), or a path.
             device: where to run ('cpu', 'cuda', 'cuda:1', ...); default CPU.
             dtype: torch dtype or 'float32'/'float16'/'bfloat16'; default float32.
+            max_memory: GB the loaded components may take; the least recently used are evicted to stay under it.
+            offload: 'none', or 'model' (components wait on the CPU; each goes to `device` only while it runs).
+            lazy: load each component on its first use (default: when the model is over 1 GB; smaller models
+                load whole at once).
+            **kwargs: `strict_keys`, `official_variant`, `cache_dir`, `allow_random`, ... (`codi.presets.open_model`).
         """
-        from codi.presets import load_model
+        from codi.presets import open_model
 
         device = torch.device(device or "cpu")
         dtype = _parse_dtype(dtype)
-        model, source = load_model(name, device=device, dtype=dtype, **kwargs)
-        model = model.to(device=device, dtype=dtype)
-        return cls(model, device=device, dtype=dtype, source=source)
+        storage = torch.device("cpu") if offload == "model" else device
+        model, weights, source = open_model(name, device=storage, dtype=dtype, **kwargs)
+        limit = None if max_memory is None else float(max_memory) * 1e9
+        manager = ComponentManager(model, weights, device, dtype, max_memory=limit, offload=offload)
+        if weights is not None and (lazy is False or (lazy is None and sum(manager.sizes.values()) < 1e9)):
+            manager.load_all()
+        return cls(model, device=device, dtype=dtype, source=source, components=manager)
+
+    @classmethod
+    def from_pretrained(
+        cls, path_or_repo: str | Path, device: torch.device | str | None = None, **kwargs: Any
+    ) -> CoDiPipeline:
+        """A pipeline from a folder written by `save_pretrained` / `python -m codi convert`, or a Hugging Face
+        repository holding one (downloaded with huggingface_hub: config.json and *.safetensors)."""
+        folder = Path(path_or_repo)
+        if not folder.is_dir():
+            from huggingface_hub import snapshot_download
+
+            folder = Path(snapshot_download(str(path_or_repo), allow_patterns=["*.json", "*.safetensors"]))
+        return cls.from_preset(str(folder), device=device, **kwargs)
+
+    def save_pretrained(self, folder: str | Path, dtype: torch.dtype | str | None = None) -> list[Path]:
+        """Writes config.json + one safetensors file per component (our key names) for `from_pretrained`;
+        components not loaded are loaded one at a time and evicted again. Returns the files written."""
+        from codi.presets import save_components
+
+        return save_components(self.components, folder, _parse_dtype(dtype) if dtype is not None else None)
 
     # -- 1. check inputs -------------------------------------------------------------------------
     def _check(
@@ -283,27 +334,35 @@ class CoDiPipeline:
         self._check(conditions, outs, steps, guidance, num_samples, temperature, partner)
         for c in conditions:
             c.value = load_condition_value(c, self.config.media)
-        gen = torch.Generator().manual_seed(seed)
-        # 2. encode conditions
-        cond, uncond = self.encode_conditions(conditions, gen, official_preprocessing)
-        cond = cond.repeat(num_samples, 1, 1)
-        uncond = uncond.repeat(num_samples, 1, 1) if uncond is not None else None
-        t1 = time.perf_counter()
-        # 3. timesteps and 4. latents
-        noise = self.initial_noise(outs, num_samples, seed)
-        denoiser = self._denoiser(cond, uncond, guidance, coupling, partner)  # one output: unused
-        callback = (lambda i, n, t: progress(i + 1, n)) if progress else None
-        # 5. denoise
-        if sampler is Sampler.DDIM:
-            schedule = self.config.schedule
-            ts = schedule.timesteps(steps, official_timestep_grid)
-            latents = sample_ddim(denoiser, noise, self.model.alphas_cumprod, ts, callback, schedule.prediction)
-        else:
-            latents = sample_dpm(denoiser, noise, self.config.schedule, steps, callback)
-        t2 = time.perf_counter()
-        # 6. decode
-        result = self._decode(latents, torch.Generator().manual_seed(seed + 1), temperature)
-        t3 = time.perf_counter()
+        stages = stages_for([c.modality for c in conditions], outs)
+        reset_peak_memory(self.device)
+        self.components.take_loaded()
+        with self._out_of_memory_advice(outs, num_samples):
+            gen = torch.Generator().manual_seed(seed)
+            # 2. encode conditions
+            with self.components.acquire(stages["encode"]):
+                cond, uncond = self.encode_conditions(conditions, gen, official_preprocessing)
+            cond = cond.repeat(num_samples, 1, 1)
+            uncond = uncond.repeat(num_samples, 1, 1) if uncond is not None else None
+            t1 = time.perf_counter()
+            # 3. timesteps and 4. latents
+            noise = self.initial_noise(outs, num_samples, seed)
+            denoiser = self._denoiser(cond, uncond, guidance, coupling, partner)  # one output: unused
+            callback = (lambda i, n, t: progress(i + 1, n)) if progress else None
+            # 5. denoise
+            with self.components.acquire(stages["denoise"]):
+                if sampler is Sampler.DDIM:
+                    schedule = self.config.schedule
+                    ts = schedule.timesteps(steps, official_timestep_grid)
+                    alphas = self.model.alphas_cumprod
+                    latents = sample_ddim(denoiser, noise, alphas, ts, callback, schedule.prediction)
+                else:
+                    latents = sample_dpm(denoiser, noise, self.config.schedule, steps, callback)
+            t2 = time.perf_counter()
+            # 6. decode
+            with self.components.acquire(stages["decode"]):
+                result = self._decode(latents, torch.Generator().manual_seed(seed + 1), temperature)
+            t3 = time.perf_counter()
         result.seed = seed
         result.params = {
             "inputs": [[c.modality.value, _describe(c.value)] for c in conditions],
@@ -322,7 +381,54 @@ class CoDiPipeline:
             "model": self.config.name,
         }
         result.timings = {"encode_s": t1 - t0, "denoise_s": t2 - t1, "decode_s": t3 - t2, "total_s": t3 - t0}
+        result.model = self.model_report(needed_components(stages))
         return result
+
+    @contextmanager
+    def _out_of_memory_advice(self, outputs: list[Modality], num_samples: int) -> Iterator[None]:
+        """Turns the device running out of memory into a NotEnoughMemoryError that says what to change, after
+        freeing what the failed call held, so the next request starts clean."""
+        try:
+            yield
+        except torch.OutOfMemoryError:
+            pass
+        else:
+            return
+        self._free_device_memory()
+        raise NotEnoughMemoryError(
+            f"the {self.device.type} ran out of memory for {'+'.join(m.value for m in outputs)} with "
+            f"{num_samples} sample(s) in {str(self.dtype).removeprefix('torch.')}. Try fewer samples or "
+            "outputs, `--offload model` (components wait on the CPU), `--max-memory GB`, or float16 on a GPU"
+        )
+
+    def model_report(self, used: list[str] | None = None) -> dict[str, Any]:
+        """The model section of result.json: source, components used, loaded by this call and resident, the
+        peak memory of the call, and the checkpoint keys skipped or overridden while loading."""
+        c = self.components
+        report: dict[str, Any] = {
+            "name": self.config.name,
+            "source": self.source,
+            "device": str(self.device),
+            "dtype": str(self.dtype).removeprefix("torch."),
+            "offload": c.offload,
+            "max_memory_gb": None if c.max_memory is None else round(c.max_memory / 1e9, 3),
+            "components_used": used or [],
+            "components_loaded": c.take_loaded(),
+            "components_resident": list(c.resident),
+            "resident_gb": round(c.resident_bytes() / 1e9, 3),
+            "peak_memory": peak_memory(self.device),
+        }
+        if c.source is not None:
+            report["checkpoint_keys"] = c.source.report.to_json()
+        return report
+
+    def _free_device_memory(self) -> None:
+        """After an out-of-memory error: drop cached blocks so the next request starts clean."""
+        import gc
+
+        gc.collect()
+        if self.device.type == "cuda":
+            torch.cuda.empty_cache()
 
     def _decode(
         self, latents: dict[Modality, Tensor], text_generator: torch.Generator, temperature: float = 1.0

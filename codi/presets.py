@@ -4,16 +4,16 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import torch
 
 from codi.config import CoDiConfig, official_config
 from codi.keymaps import official_key_table
-from codi.loading import CheckpointKeyError, check_against_module, convert_official_state_dict, read_tensor_file
+from codi.loading import check_against_module
 from codi.model import CoDiModel
+from codi.residency import ComponentManager, build_empty
+from codi.weights import OfficialSource, SafetensorsSource, WeightSource
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 TINY_DIR = REPO_ROOT / "checkpoints" / "tiny"
@@ -25,66 +25,69 @@ def preset_names() -> list[str]:
     return ["tiny", "official"]
 
 
-@contextmanager
-def building_on(device: torch.device | str, dtype: torch.dtype) -> Iterator[None]:
-    """Creates parameters directly on `device` in `dtype` (the full official model is 23 GB in float32)."""
-    old = torch.get_default_dtype()
-    try:
-        torch.set_default_dtype(dtype)
-        with torch.device(device):
-            yield
-    finally:
-        torch.set_default_dtype(old)
-
-
-def load_model(
+def open_model(
     name: str = "tiny",
+    device: torch.device | str = "cpu",
+    dtype: torch.dtype = torch.float32,
     official_variant: str = "fp16",
     cache_dir: str | None = None,
     allow_random: bool = False,
-    device: torch.device | str = "cpu",
-    dtype: torch.dtype = torch.float32,
-) -> tuple[CoDiModel, str]:
-    """Builds and loads a model; returns it with a one-line description of where its weights came from.
+    strict_keys: bool = False,
+    official_files: list[str | Path] | None = None,
+    config: CoDiConfig | None = None,
+) -> tuple[CoDiModel, WeightSource | None, str]:
+    """A model whose parameters are still on the meta device, the source that fills them, and a description.
 
     Args:
-        name: 'tiny', 'official' or a folder holding config.json + model.safetensors.
-        allow_random: build the tiny preset with random weights when its checkpoint is missing.
-        device, dtype: where the official model is built (the small ones are built on CPU and moved).
+        name: 'tiny', 'official' or a folder (config.json + *.safetensors in our key names).
+        allow_random: the tiny preset with random weights (a loaded model, no source) when its checkpoint
+            is missing.
+        strict_keys: refuse official checkpoint keys that map to no component (default: skip and report).
+        official_files: the official .pth files to use instead of the Hugging Face cache.
+        config: the config of an official-layout model (default: the released one).
     """
+    device = torch.device(device)
     if name == "official":
-        with building_on(device, dtype):
-            model = load_official(official_variant, cache_dir)
-        return model, f"official CoDi weights ({official_variant})"
+        from codi.hub import fetch_official
+
+        files = official_files or list(fetch_official(official_variant, cache_dir=cache_dir).files)
+        config = config or official_config()
+        model = build_empty(lambda: CoDiModel(config), device, dtype)
+        vaes = config.image_vae.autoencoder, config.audio_vae.autoencoder
+        table = official_key_table(len(vaes[0].ch_mult), len(vaes[1].ch_mult))
+        source = OfficialSource(files, table, model.state_dict(keep_vars=True), strict_keys=strict_keys)
+        return model, source, f"official CoDi weights ({official_variant}: {source.description})"
     folder = TINY_DIR if name == "tiny" else Path(name)
     if not (folder / CONFIG_NAME).exists():
         if name == "tiny" and allow_random:
             from codi.tiny import tiny_config
 
             torch.manual_seed(0)
-            return CoDiModel(tiny_config()), "tiny preset with RANDOM weights (untrained)"
+            model = CoDiModel(tiny_config()).to(device=device, dtype=dtype)
+            return model, None, "tiny preset with RANDOM weights (untrained)"
         raise FileNotFoundError(f"no {CONFIG_NAME} in {folder}: not a CoDi checkpoint folder")
-    return load_folder(folder), f"{folder}"
+    config = CoDiConfig.load(folder / CONFIG_NAME)
+    model = build_empty(lambda: CoDiModel(config), device, dtype)
+    files = sorted(folder.glob("*.safetensors"))
+    if not files:
+        raise FileNotFoundError(f"no .safetensors weights in {folder}")
+    source = SafetensorsSource(files)
+    check_against_module(source.shapes(), model)  # our own format: every key, nothing else, right shapes
+    return model, source, f"{folder}"
+
+
+def load_model(name: str = "tiny", **kwargs) -> tuple[CoDiModel, str]:
+    """A fully loaded model (every component) and where its weights came from; see `open_model`."""
+    model, source, description = open_model(name, **kwargs)
+    if source is not None:
+        kw = {k: kwargs[k] for k in ("device", "dtype") if k in kwargs}
+        ComponentManager(model, source, **kw).load_all()
+    return model, description
 
 
 def load_folder(folder: str | Path) -> CoDiModel:
-    """Our own checkpoint format: config.json (CoDiConfig) + model.safetensors (our key names), strict.
-
-    Tied parameters are stored once; the file's metadata names each omitted twin and its source.
-    """
-    from safetensors import safe_open
-
-    folder = Path(folder)
-    config = CoDiConfig.load(folder / CONFIG_NAME)
-    model = CoDiModel(config)
-    with safe_open(str(folder / WEIGHTS_NAME), framework="pt") as f:
-        state = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118
-        tied = json.loads((f.metadata() or {}).get("tied", "{}"))
-    for twin, source in tied.items():
-        state[twin] = state[source]
-    check_against_module(state, model)
-    model.load_state_dict(state, strict=True)
-    return model
+    """Our own checkpoint format (config.json + *.safetensors in our key names), loaded whole, strictly."""
+    return load_model(str(folder))[0]
 
 
 def save_folder(
@@ -119,30 +122,48 @@ def load_official(
     cache_dir: str | None = None,
     files: list[str | Path] | None = None,
     config: CoDiConfig | None = None,
+    strict_keys: bool = False,
 ) -> CoDiModel:
-    """The released CoDi weights in our modules: every official key through OFFICIAL_KEY_TABLE, strictly.
+    """The released CoDi weights in our modules, every component loaded (later files override earlier ones,
+    as in the official loader; every key of our model must be provided)."""
+    kwargs = {"official_variant": variant, "cache_dir": cache_dir, "official_files": files, "config": config}
+    return load_model("official", strict_keys=strict_keys, **kwargs)[0]
 
-    Files are read one at a time (later files override earlier ones, as in the official loader); at the end
-    every key of our model must have been loaded.
+
+def save_components(manager: ComponentManager, folder: str | Path, dtype: torch.dtype | None = None) -> list[Path]:
+    """Writes config.json + one <component>.safetensors per component (our key names) for `open_model`.
+
+    Components are loaded one at a time and those that were not resident are evicted again after writing,
+    so converting the released model never holds more than its largest component.
+    Args:
+        dtype: store floating tensors in this dtype (default: as loaded).
     """
-    from codi.hub import fetch_official
+    from safetensors.torch import save_file
 
-    paths = files or list(fetch_official(variant, cache_dir=cache_dir).files)
-    model = CoDiModel(config or official_config())
-    vaes = model.config.image_vae.autoencoder, model.config.audio_vae.autoencoder
-    table = official_key_table(len(vaes[0].ch_mult), len(vaes[1].ch_mult))
-    loaded: set[str] = set()
-    for path in paths:
-        state = convert_official_state_dict(read_tensor_file(path), table)
-        check_against_module(state, model, complete=False)
-        model.load_state_dict(state, strict=False)
-        loaded |= set(state)
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    written = []
+    for name in manager.keys:
+        was_resident = manager.is_resident(name)
+        manager.load_all([name])
+        state, tied, seen = {}, {}, {}
+        for key, t in manager._tensors(name).items():
+            if id(t) in seen:
+                tied[key] = seen[id(t)]
+                continue
+            seen[id(t)] = key
+            t = t.detach().to("cpu")
+            state[key] = (t.to(dtype) if dtype is not None and t.is_floating_point() else t).contiguous()
+        path = folder / f"{name}.safetensors"
+        tmp = path.with_suffix(".tmp")
+        save_file(state, str(tmp), metadata={"format": "pt", "tied": json.dumps(tied)})
+        tmp.replace(path)
+        written.append(path)
         del state
-    missing = sorted(set(model.state_dict()) - loaded)
-    if missing:
-        shown = "\n  ".join(missing[:20])
-        raise CheckpointKeyError(f"{len(missing)} keys of the model were in none of the checkpoint files:\n  {shown}")
-    return model
+        if not was_resident:
+            manager.evict(name)
+    manager.model.config.save(folder / CONFIG_NAME)
+    return [*written, folder / CONFIG_NAME]
 
 
 def default_threads() -> None:

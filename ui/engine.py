@@ -15,7 +15,7 @@ from typing import Any
 
 from codi.cli import save_result
 from codi.config import SamplingDefaults
-from codi.hub import WeightsNotFoundError, download_command
+from codi.hub import WeightsNotFoundError
 from codi.modality import ALL_MODALITIES
 from codi.pipeline import CoDiPipeline, GenerationResult
 
@@ -36,7 +36,8 @@ PURPOSES = {
     ),
     "official": (
         "The released CoDi weights (ZinengTang/CoDi): open-domain text, images, 8-frame video and 10 s audio. "
-        "Meant for a GPU with 24 GB or more; a run takes tens of seconds there and minutes on a CPU."
+        "Each request loads only the parts it uses (text->image about 4 GB in float16; all four outputs about 12 GB; "
+        "`--offload model` for smaller GPUs); a run takes seconds on a GPU and minutes on a CPU."
     ),
 }
 
@@ -161,10 +162,7 @@ class Engine:
             pipe = CoDiPipeline.from_preset(model, device=device, dtype=dtype, **kwargs)
         except WeightsNotFoundError as e:
             log.warning("official weights not loaded: %s", e)
-            problem = (
-                "The official CoDi weights are not on this machine. Download them once (about 15 GB) with:\n"
-                f"{download_command()}"
-            )
+            problem = str(e)
             info = ModelInfo(model, "not loaded", PURPOSES.get(model, ""), device, dtype, problem=problem)
             return cls(None, info, runs_dir, keep_runs)
         return cls(pipe, model_info(pipe, model, device, dtype), runs_dir, keep_runs)

@@ -14,7 +14,9 @@ import gradio as gr
 
 from codi.conditions import InputError
 from codi.hub import WeightsNotFoundError
+from codi.loading import CorruptCheckpointError
 from codi.media import MediaError
+from codi.pipeline import NotEnoughMemoryError
 from ui.engine import RESULT_FILE, Cancelled, Engine, GenerationRequest, Run, read_run_request
 from ui.examples import Example, export_example, load_examples
 from ui.recordings import OUTPUT_FILES, Recording, delete_recording, find_recording, list_recordings, save_recording
@@ -48,7 +50,14 @@ RESULT_FIELDS = ("summary", "text_out", "image_out", "video_out", "audio_out", "
 # Order of the components whose visibility `show` sets after a run.
 VIEW_FIELDS = ("text_out", "image_out", "video_out", "audio_out", "samples", "files", "save_btn")
 DETAIL_FIELDS = ("selected", "detail", "text_out", "image_out", "video_out", "audio_out", "files", "params", "actions")
-USER_ERRORS = (InputError, MediaError, WeightsNotFoundError, FileNotFoundError)
+USER_ERRORS = (
+    InputError,
+    MediaError,
+    WeightsNotFoundError,
+    FileNotFoundError,
+    NotEnoughMemoryError,
+    CorruptCheckpointError,
+)
 
 
 @contextlib.contextmanager
