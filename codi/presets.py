@@ -157,6 +157,7 @@ def save_components(manager: ComponentManager, folder: str | Path, dtype: torch.
         path = folder / f"{name}.safetensors"
         tmp = path.with_suffix(".tmp")
         save_file(state, str(tmp), metadata={"format": "pt", "tied": json.dumps(tied)})
+        tmp.chmod(0o644)
         tmp.replace(path)
         written.append(path)
         del state

@@ -16,7 +16,7 @@ import logging
 import mmap
 import sys
 from abc import ABC, abstractmethod
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 
 import torch
@@ -71,6 +71,16 @@ _SAFETENSORS_DTYPES = {
 }
 
 
+READ_BATCH_BYTES = 256 * 2**20
+
+
+def _safetensors_header(path: Path) -> bytes:
+    """The JSON header of a .safetensors file (an 8-byte little-endian length, then the JSON)."""
+    with path.open("rb") as f:
+        n = int.from_bytes(f.read(8), "little")
+        return f.read(n)
+
+
 class SafetensorsSource(WeightSource):
     """Our own format: .safetensors files in our key names (a file's `tied` metadata names omitted twins)."""
 
@@ -81,6 +91,7 @@ class SafetensorsSource(WeightSource):
         self.description = ", ".join(str(f) for f in self.files)
         self.report = KeyReport()
         self.where: dict[str, tuple[int, str]] = {}  # our key -> (file index, stored key)
+        self._sizes: dict[int, dict[str, int]] = {}  # file index -> stored key -> bytes
         for i, path in enumerate(self.files):
             with safe_open(str(path), framework="pt") as f:
                 for key in f.keys():  # noqa: SIM118 (safe_open is not a mapping)
@@ -108,21 +119,52 @@ class SafetensorsSource(WeightSource):
         return out
 
     def read(self, keys: Iterable[str], device: torch.device, dtype: torch.dtype) -> dict[str, Tensor]:
-        from safetensors import safe_open
-
         by_file: dict[int, list[str]] = {}
         for key in keys:
             by_file.setdefault(self.where[key][0], []).append(key)
         out: dict[str, Tensor] = {}
         for i, names in sorted(by_file.items()):
             loaded: dict[str, Tensor] = {}  # stored key -> tensor (tied twins share one)
-            with safe_open(str(self.files[i]), framework="pt") as f:
-                for key in names:
-                    stored = self.where[key][1]
-                    if stored not in loaded:
-                        loaded[stored] = cast(f.get_tensor(stored), device, dtype)
-                    out[key] = loaded[stored]
+            for batch in self._batches(i, names):
+                self._read_batch(self.files[i], batch, loaded, device, dtype)
+            for key in names:
+                out[key] = loaded[self.where[key][1]]
         return out
+
+    def _batches(self, i: int, names: list[str], limit: int = READ_BATCH_BYTES) -> Iterator[list[str]]:
+        """`names` in runs of about `limit` stored bytes: the file is mapped once per run and unmapped after it,
+        so a part is never resident twice (mapped and converted) in the peak memory."""
+        sizes = self._stored_bytes(i)
+        batch, total = [], 0
+        for key in names:
+            batch.append(key)
+            total += sizes[self.where[key][1]]
+            if total >= limit:
+                yield batch
+                batch, total = [], 0
+        if batch:
+            yield batch
+
+    def _read_batch(
+        self, path: Path, names: list[str], loaded: dict[str, Tensor], device: torch.device, dtype: torch.dtype
+    ) -> None:
+        from safetensors import safe_open
+
+        with safe_open(str(path), framework="pt") as f:
+            for key in names:
+                stored = self.where[key][1]
+                if stored not in loaded:
+                    raw = f.get_tensor(stored)
+                    t = cast(raw, device, dtype)
+                    loaded[stored] = t.clone() if t.data_ptr() == raw.data_ptr() else t  # own memory, not the map
+
+    def _stored_bytes(self, i: int) -> dict[str, int]:
+        if i not in self._sizes:
+            header = json.loads(_safetensors_header(self.files[i]))
+            self._sizes[i] = {
+                k: v["data_offsets"][1] - v["data_offsets"][0] for k, v in header.items() if k != "__metadata__"
+            }
+        return self._sizes[i]
 
 
 class OfficialSource(WeightSource):
