@@ -212,13 +212,14 @@ class CoDiPipeline:
         m, media, dev = self.model, self.config.media, self.device
         if c.modality is Modality.TEXT:
             return m.clip.encode_text([c.value]), m.clip.unconditional_text(1)
+        # media stay float32: each encoder preprocesses in float32 and casts after (the released code feeds float32)
         if c.modality is Modality.IMAGE:
-            x = image_tensor(c.value, media, generator, official_preprocessing).to(dev, self.dtype)
+            x = image_tensor(c.value, media, generator, official_preprocessing).to(dev)
             return m.clip.encode_image(x), m.clip.unconditional_image(1)
         if c.modality is Modality.VIDEO:
-            x = video_tensor(c.value, media).to(dev, self.dtype)
+            x = video_tensor(c.value, media).to(dev)
             return m.clip.encode_video(x), m.clip.unconditional_video(1, x.shape[2])
-        wave = audio_tensor(c.value, media, m.clap.sample_rate_in).to(dev, self.dtype)
+        wave = audio_tensor(c.value, media, m.clap.sample_rate_in).to(dev)
         crop = "random" if official_preprocessing else "center"
         return m.clap.encode_audio(wave, crop=crop, generator=generator), m.clap.unconditional(1, wave.shape[-1])
 
@@ -332,6 +333,11 @@ class CoDiPipeline:
         outs = parse_outputs(outputs)
         conditions = collect_conditions(inputs, weights)
         self._check(conditions, outs, steps, guidance, num_samples, temperature, partner)
+        if sampler is Sampler.DDIM:
+            try:
+                self.config.schedule.timesteps(steps, official_timestep_grid)
+            except ValueError as e:
+                raise InputError(str(e)) from None
         for c in conditions:
             c.value = load_condition_value(c, self.config.media)
         stages = stages_for([c.modality for c in conditions], outs)

@@ -90,7 +90,13 @@ def official_timesteps(steps: int, num_train_timesteps: int = 1000) -> list[int]
     if not 1 <= steps <= num_train_timesteps:
         raise ValueError(f"steps must be in [1, {num_train_timesteps}], got {steps}")
     c = num_train_timesteps // steps
-    return [t + 1 for t in range(0, num_train_timesteps, c)][::-1]
+    grid = [t + 1 for t in range(0, num_train_timesteps, c)][::-1]
+    if grid[0] >= num_train_timesteps:  # e.g. 3 steps: 999 + 1 (the released sampler fails with an IndexError)
+        raise ValueError(
+            f"the released DDIM grid for {steps} steps starts at t = {grid[0]}, past the schedule's last step "
+            f"({num_train_timesteps - 1}); choose another step count or the exact grid"
+        )
+    return grid
 
 
 def exact_timesteps(steps: int, num_train_timesteps: int = 1000) -> list[int]:

@@ -188,9 +188,13 @@ class OfficialSource(WeightSource):
         self.description = ", ".join(f.name for f in self.files)
         self.report = KeyReport()
         self.entries: dict[str, list[tuple[int, str]]] = {}  # ours -> [(file index, official key)], file order
+        self._mapped: dict[int, dict[str, Tensor]] = {}  # zip-format files stay mapped (address space, not memory)
         wrong: list[str] = []
         for i, path in enumerate(self.files):
-            for key, t in _index_file(path).items():
+            index = _index_file(path)
+            if not is_legacy_pickle(path):
+                self._mapped[i] = index
+            for key, t in index.items():
                 t = torch.empty(t.shape, dtype=t.dtype, device="meta")  # transforms run on shapes only
                 comp = _component_for(key, self.table)
                 outs = comp.try_convert_key(key, t) if comp is not None else None
@@ -228,8 +232,8 @@ class OfficialSource(WeightSource):
                 needed.setdefault(i, set()).add(key)
         found: dict[str, list[tuple[str, Tensor]]] = {}  # ours -> [(official key, tensor)] in file order
         for i in sorted(needed):
-            state = read_tensor_file(self.files[i])  # memory-mapped unless legacy
-            mapped = not is_legacy_pickle(self.files[i])
+            mapped = i in self._mapped
+            state = self._mapped[i] if mapped else read_tensor_file(self.files[i])  # legacy files: read whole
             for key, t in state.items():
                 if key not in needed[i]:
                     continue

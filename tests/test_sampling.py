@@ -186,3 +186,12 @@ def test_guidance_combines_halves_and_skips_uncond_at_one() -> None:
     calls.clear()
     guided(predict, cond, None, 7.5)(x, t)  # no unconditional context: guidance is off
     assert calls == [2]
+
+
+def test_official_grid_past_the_schedule_is_refused() -> None:
+    """3 steps: the released grid starts at t = 1000, which the schedule lacks (the released sampler crashes)."""
+    from codi.sampling import official_timesteps
+
+    assert official_timesteps(50)[0] == 981
+    with pytest.raises(ValueError, match="for 3 steps starts at t = 1000"):
+        official_timesteps(3)
