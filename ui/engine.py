@@ -36,8 +36,8 @@ PURPOSES = {
     ),
     "official": (
         "The released CoDi weights (ZinengTang/CoDi): open-domain text, images, 8-frame video and 10 s audio. "
-        "Each request loads only the parts it uses (text->image about 4 GB in float16; all four outputs about 12 GB; "
-        "`--offload model` for smaller GPUs); a run takes seconds on a GPU and minutes on a CPU."
+        "Each request loads only the parts it uses (in float16, text->image 3.9 GB of weights, all four outputs "
+        "9.3 GB; `--offload model` for smaller GPUs); a run takes seconds on a GPU and minutes on a CPU."
     ),
 }
 
