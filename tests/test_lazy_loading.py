@@ -207,3 +207,22 @@ def test_model_offload_gives_the_same_outputs(files: list[Path]) -> None:
     assert all(p.device.type == "cpu" for p in offloaded.model.diffusion.unet_image.parameters())
     with pytest.raises(ValueError, match="offload must be one of"):
         official(files, offload="disk")
+
+
+def test_download_command_fetches_then_converts_when_asked(
+    files: list[Path], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
+    from codi import hub
+
+    calls = []
+
+    def fake_download(precision: str, revision: str | None = None) -> hub.OfficialWeights:
+        calls.append((precision, revision))
+        return hub.OfficialWeights(files=tuple(files), variant=precision)
+
+    monkeypatch.setattr(hub, "download_official", fake_download)
+    assert cli.main(["download", "--precision", "fp16"]) == 0
+    assert calls == [("fp16", None)] and capsys.readouterr().out.split() == [str(f) for f in files]
+    monkeypatch.setattr(cli, "convert", lambda *args: calls.append(args) or 0)
+    assert cli.main(["download", "--out", "somewhere"]) == 0
+    assert calls[-1] == ([str(f) for f in files], "somewhere", False, "fp16", "float16")
