@@ -13,11 +13,11 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from codi.cli import save_result
 from codi.config import SamplingDefaults
 from codi.hub import WeightsNotFoundError
 from codi.modality import ALL_MODALITIES
 from codi.pipeline import CoDiPipeline, GenerationResult
+from codi.results import save_result
 
 MODALITY_NAMES: tuple[str, ...] = tuple(m.value for m in ALL_MODALITIES)  # text, image, video, audio
 INPUT_FILE_MODALITIES: tuple[str, ...] = ("image", "video", "audio")
@@ -204,7 +204,7 @@ class Engine:
             progress: called with (steps done, total steps) after each sampler step.
             session: an id under which `request_stop` can cancel this run.
         Returns:
-            the Run (outputs written with `codi.cli.save_result`, inputs copied, request.json with the seed used).
+            the Run (outputs written with `codi.results.save_result`, inputs copied, request.json with the seed used).
         Raises:
             Cancelled when stopped; InputError / MediaError for bad requests.
         """
