@@ -15,7 +15,12 @@ os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     env = os.environ
     p = argparse.ArgumentParser(description="CoDi Studio: any-to-any generation in the browser")
-    p.add_argument("--model", default="tiny", help="tiny (default, embedded), official, or a checkpoint folder")
+    p.add_argument(
+        "--model",
+        default=env.get("CODI_MODEL", "auto"),
+        help="auto (default; $CODI_MODEL): the released model on a CUDA GPU when its weights are cached or "
+        "downloadable, else tiny; or tiny, official, a converted folder",
+    )
     p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda, cuda:1, mps ...")
     p.add_argument(
         "--dtype",
@@ -58,8 +63,34 @@ def resolve_device(device: str, dtype: str, model: str) -> tuple[str, str]:
     return device, dtype
 
 
+def choose_model(model: str, device: str) -> tuple[str, str]:
+    """Resolves `--model auto`: (model, why), for the banner.
+
+    The released model when a CUDA GPU will run it (or this is a ZeroGPU Space) and its weights are cached or the
+    Hub can be reached to download them; the embedded tiny model otherwise.
+    """
+    if model != "auto":
+        return model, f"chosen with --model {model}"
+    import torch
+
+    from codi.hub import OFFICIAL_FILES, cached_official_files, format_size, hub_offline_mode, hub_reachable
+    from codi.hub import official_download_size as size
+
+    zero_gpu = bool(os.environ.get("SPACES_ZERO_GPU"))
+    gpu = zero_gpu or ((device in ("auto", "cuda") or device.startswith("cuda:")) and torch.cuda.is_available())
+    if not gpu:
+        return "tiny", "no CUDA GPU here: the released CoDi needs one, so the embedded Shapes & Tones model runs"
+    where = "a ZeroGPU Space" if zero_gpu else "a CUDA GPU"
+    if len(cached_official_files("fp16")) == len(OFFICIAL_FILES):
+        return "official", f"{where} and the released weights are cached"
+    if not hub_offline_mode() and hub_reachable():
+        return "official", f"{where}; the released weights ({format_size(size('fp16'))}) download on first start"
+    return "tiny", f"{where}, but the released weights are not cached and the Hub cannot be reached"
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    args.model, why = choose_model(args.model, args.device)
     from codi.presets import default_threads
     from ui.app import create_demo, launch_options
     from ui.engine import Engine
@@ -75,7 +106,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     info = engine.info
-    print(f"CoDi Studio: model {info.name} ({info.source}) on {info.device}/{info.dtype}", file=sys.stderr)
+    info.why = why
+    print(f"CoDi Studio: model {info.name} ({info.source}) on {info.device}/{info.dtype}: {why}", file=sys.stderr)
     if info.random_weights:
         print("warning: checkpoints/tiny not found: the tiny model has RANDOM weights (noise)", file=sys.stderr)
     if info.problem:

@@ -261,7 +261,43 @@ def test_app_arguments():
     import app
 
     args = app.parse_args([])
-    assert (args.model, args.host, args.port, args.share) == ("tiny", "127.0.0.1", 7860, False)
+    assert (args.model, args.host, args.port, args.share) == ("auto", "127.0.0.1", 7860, False)
     assert app.resolve_device("cpu", "auto", "official") == ("cpu", "bfloat16")  # 11.5 GB, not 23
     args = app.parse_args(["--model", "official", "--device", "cuda", "--dtype", "float16", "--port", "9000"])
     assert (args.model, args.device, args.dtype, args.port) == ("official", "cuda", "float16", 9000)
+
+
+def test_auto_model_choice(tmp_path, monkeypatch) -> None:
+    """--model auto: tiny without a GPU; the released model with a (fake) CUDA GPU and its weights cached; tiny
+    again with the GPU but no weights and no network. An explicit --model is kept."""
+    import huggingface_hub
+    import torch
+
+    import app
+    from codi.hub import FP16_FOLDER, OFFICIAL_FILES, OFFICIAL_REPO
+
+    monkeypatch.delenv("SPACES_ZERO_GPU", raising=False)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path))
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert app.parse_args([]).model == "auto"
+    model, why = app.choose_model("auto", "auto")
+    assert model == "tiny" and "no CUDA GPU" in why
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    model, why = app.choose_model("auto", "auto")  # conftest sets HF_HUB_OFFLINE: nothing to download from
+    assert model == "tiny" and "not cached" in why
+    assert app.choose_model("auto", "cpu")[0] == "tiny"  # a GPU the user did not pick
+    repo = tmp_path / f"models--{OFFICIAL_REPO.replace('/', '--')}"
+    (repo / "refs").mkdir(parents=True)
+    (repo / "refs" / "main").write_text("0" * 40)
+    snapshot = repo / "snapshots" / ("0" * 40) / FP16_FOLDER
+    snapshot.mkdir(parents=True)
+    for name in OFFICIAL_FILES:
+        (snapshot / name).write_bytes(b"x")
+    model, why = app.choose_model("auto", "auto")
+    assert model == "official" and "cached" in why
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setenv("SPACES_ZERO_GPU", "true")
+    assert app.choose_model("auto", "auto") == ("official", "a ZeroGPU Space and the released weights are cached")
+    assert app.choose_model("tiny", "auto") == ("tiny", "chosen with --model tiny")
+    monkeypatch.setenv("CODI_MODEL", "official")
+    assert app.parse_args([]).model == "official"

@@ -33,7 +33,8 @@ PURPOSES = {
         "the same. Try “a red circle” or “a blue box sliding left”: colours come out right almost always, shapes and "
         "motion in 85-100 % of held-out prompts (EVAL.md), and a jointly generated video and sound agree on their "
         "motion 85 % of the time. Weaker: shapes of captions (image→text 79 %) and anything read zero-shot across "
-        "audio and images (67-77 % shape). It runs offline on a CPU in a second or two and knows nothing outside that world."
+        "audio and images (67-77 % shape). It runs offline on a CPU in a second or two and knows nothing outside "
+        "that world."
     ),
     "official": (
         "The released CoDi weights (ZinengTang/CoDi): open-domain text, images, 8-frame video and 10 s audio. "
@@ -58,6 +59,7 @@ class ModelInfo:
     dtype: str = "float32"
     random_weights: bool = False
     problem: str | None = None  # set when no model could be loaded (e.g. official weights absent)
+    why: str = ""  # why this model was chosen (app.py's --model auto)
 
     @property
     def available(self) -> bool:

@@ -105,5 +105,6 @@ def banner_html(info: ModelInfo) -> str:
         )
     return (
         f'<div class="model-banner" id="model-banner"><b class="model-name">Model: {name}</b>{device}<br>'
-        f"{html.escape(info.purpose)} <span style='opacity:.7'>Weights: {html.escape(info.source)}</span></div>"
+        f"{html.escape(info.purpose)} <span style='opacity:.7'>Weights: {html.escape(info.source)}"
+        f"{'; ' + html.escape(info.why) if info.why else ''}</span></div>"
     )
