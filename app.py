@@ -12,6 +12,12 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # before gradio is i
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 
 
+def is_zero_gpu() -> bool:
+    from ui.zerogpu import is_zero_gpu as zero
+
+    return zero()
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     env = os.environ
     p = argparse.ArgumentParser(description="CoDi Studio: any-to-any generation in the browser")
@@ -56,7 +62,7 @@ def resolve_device(device: str, dtype: str, model: str) -> tuple[str, str]:
     import torch
 
     if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
+        device = "cuda" if torch.cuda.is_available() or is_zero_gpu() else "cpu"
     if dtype == "auto":
         big = model != "tiny"  # the released model or a converted folder of it
         dtype = ("float16" if not device.startswith("cpu") else "bfloat16") if big else "float32"
@@ -76,7 +82,7 @@ def choose_model(model: str, device: str) -> tuple[str, str]:
     from codi.hub import OFFICIAL_FILES, cached_official_files, format_size, hub_offline_mode, hub_reachable
     from codi.hub import official_download_size as size
 
-    zero_gpu = bool(os.environ.get("SPACES_ZERO_GPU"))
+    zero_gpu = is_zero_gpu()
     gpu = zero_gpu or ((device in ("auto", "cuda") or device.startswith("cuda:")) and torch.cuda.is_available())
     if not gpu:
         return "tiny", "no CUDA GPU here: the released CoDi needs one, so the embedded Shapes & Tones model runs"
@@ -101,6 +107,8 @@ def main(argv: list[str] | None = None) -> int:
         default_threads()
     try:
         memory = {"max_memory": args.max_memory, "offload": args.offload, "strict_keys": args.strict_keys}
+        if is_zero_gpu():  # ZeroGPU moves what is on "cuda" at start-up into each GPU call: load it all now
+            memory["lazy"] = False
         engine = Engine.load(args.model, device=device, dtype=dtype, runs_dir=args.runs, **memory)
     except (FileNotFoundError, ValueError, OSError) as e:
         print(f"error: {e}", file=sys.stderr)

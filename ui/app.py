@@ -12,6 +12,7 @@ from ui.engine import Engine
 from ui.examples import DEFAULT_EXAMPLES
 from ui.handlers import DETAIL_FIELDS, FORM_FIELDS, RESULT_FIELDS, VIEW_FIELDS, Studio
 from ui.theme import CSS, banner_html, header_html, studio_theme
+from ui.zerogpu import on_gpu
 
 Components = dict[str, Any]
 OUTPUT_CHOICES = [("Text", "text"), ("Image", "image"), ("Video", "video"), ("Audio", "audio")]
@@ -278,14 +279,17 @@ def _wire(demo, studio: Studio, tabs, form: Components, result: Components, hist
         "show_progress_on": [result["summary"], form["run_status"]],
     }
     view = [result[k] for k in VIEW_FIELDS]
+    generate = on_gpu(
+        studio.generate, studio.engine.defaults["steps"]
+    )  # ZeroGPU when `spaces` is there, else unchanged
     gen = form["generate_btn"].click(
-        studio.generate, form_inputs, result_outputs, api_name="generate", trigger_mode="once", **run
+        generate, form_inputs, result_outputs, api_name="generate", trigger_mode="once", **run
     )
     gen.success(studio.show, result["run_folder"], view, api_visibility="private")
     regen = (
         hist["regen_btn"]
         .click(studio.reload, hist["selected"], [*form_inputs, tabs], api_visibility="private")
-        .then(studio.generate, form_inputs, result_outputs, api_visibility="private", **run)
+        .then(generate, form_inputs, result_outputs, api_visibility="private", **run)
     )
     regen.success(studio.show, result["run_folder"], view, api_visibility="private")
     form["cancel_btn"].click(studio.cancel, None, None, cancels=[gen, regen], queue=False, api_visibility="private")
