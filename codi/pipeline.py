@@ -132,7 +132,8 @@ class CoDiPipeline:
         """Builds a pipeline from a preset name ('tiny', 'official') or a checkpoint folder.
 
         Args:
-            name: 'tiny' (embedded, offline), 'official' (released weights, downloaded once), or a path.
+            name: 'tiny' (embedded, offline), 'official' (released weights, downloaded once), a converted folder, or
+                a Hub repository id holding one (downloaded once into the Hugging Face cache).
             device: where to run ('cpu', 'cuda', 'cuda:1', ...); default CPU.
             dtype: torch dtype or 'float32'/'float16'/'bfloat16'; default float32.
             max_memory: GB the loaded components may take; the least recently used are evicted to stay under it.
@@ -141,8 +142,10 @@ class CoDiPipeline:
                 load whole at once).
             **kwargs: `strict_keys`, `official_variant`, `cache_dir`, `allow_random`, ... (`codi.presets.open_model`).
         """
-        from codi.presets import open_model
+        from codi.presets import open_model, snapshot_of
 
+        if name not in ("tiny", "official") and not Path(name).exists():
+            name = snapshot_of(name)  # a Hub repository holding a converted model
         device = torch.device(device or "cpu")
         dtype = _parse_dtype(dtype)
         storage = torch.device("cpu") if offload == "model" else device
@@ -159,12 +162,7 @@ class CoDiPipeline:
     ) -> CoDiPipeline:
         """A pipeline from a folder written by `save_pretrained` / `python -m codi convert`, or a Hugging Face
         repository holding one (downloaded with huggingface_hub: config.json and *.safetensors)."""
-        folder = Path(path_or_repo)
-        if not folder.is_dir():
-            from huggingface_hub import snapshot_download
-
-            folder = Path(snapshot_download(str(path_or_repo), allow_patterns=["*.json", "*.safetensors"]))
-        return cls.from_preset(str(folder), device=device, **kwargs)
+        return cls.from_preset(str(path_or_repo), device=device, **kwargs)
 
     def save_pretrained(self, folder: str | Path, dtype: torch.dtype | str | None = None) -> list[Path]:
         """Writes config.json + one safetensors file per component (our key names) for `from_pretrained`;

@@ -76,6 +76,24 @@ def open_model(
     return model, source, f"{folder}"
 
 
+def snapshot_of(repo_id: str) -> str:
+    """The local folder of a Hub repository holding a converted model (config.json + *.safetensors), downloaded
+    with huggingface_hub into its cache the first time (HF_HUB_OFFLINE: the cache only)."""
+    from huggingface_hub import snapshot_download
+
+    from codi.hub import WeightsNotFoundError
+
+    if repo_id.count("/") != 1:
+        raise FileNotFoundError(f"{repo_id!r} is neither a preset (tiny, official), a folder nor a Hub repository id")
+    try:
+        return snapshot_download(repo_id, allow_patterns=["*.json", "*.safetensors"])
+    except Exception as e:  # offline and not cached, no such repository, network errors: one message
+        raise WeightsNotFoundError(
+            f"no folder {repo_id!r} here, and the Hub repository {repo_id!r} is not cached and could not be "
+            f"downloaded ({type(e).__name__}: {str(e).splitlines()[0][:160] if str(e) else ''})"
+        ) from None
+
+
 def load_model(name: str = "tiny", **kwargs) -> tuple[CoDiModel, str]:
     """A fully loaded model (every component) and where its weights came from; see `open_model`."""
     model, source, description = open_model(name, **kwargs)

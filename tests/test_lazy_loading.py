@@ -226,3 +226,27 @@ def test_download_command_fetches_then_converts_when_asked(
     monkeypatch.setattr(cli, "convert", lambda *args: calls.append(args) or 0)
     assert cli.main(["download", "--out", "somewhere"]) == 0
     assert calls[-1] == ([str(f) for f in files], "somewhere", False, "fp16", "float16")
+
+
+def test_a_hub_repository_holding_a_converted_model(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`from_pretrained("owner/name")` / `--model owner/name` resolve through the Hugging Face cache (offline here);
+    an uncached repository gives one message."""
+    import huggingface_hub
+
+    from codi.hub import WeightsNotFoundError
+    from codi.model import CoDiModel
+    from codi.tiny import tiny_config
+
+    commit = "1" * 40
+    repo = tmp_path / "models--me--codi-small"
+    (repo / "refs").mkdir(parents=True)
+    (repo / "refs" / "main").write_text(commit)
+    torch.manual_seed(0)
+    model = CoDiModel(tiny_config())
+    CoDiPipeline(model).save_pretrained(repo / "snapshots" / commit)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path))
+    pipe = CoDiPipeline.from_pretrained("me/codi-small")
+    assert pipe.config.name == model.config.name
+    assert torch.equal(pipe.model.diffusion.unet_image.out[2].weight, model.diffusion.unet_image.out[2].weight)
+    with pytest.raises(WeightsNotFoundError, match="me/elsewhere.*not cached"):
+        CoDiPipeline.from_pretrained("me/elsewhere")
