@@ -55,6 +55,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="model: parts wait on the CPU and each moves to the GPU only while it runs",
     )
     p.add_argument("--strict-keys", action="store_true", help="refuse checkpoint keys that map to no component")
+    p.add_argument(
+        "--mcp",
+        action="store_true",
+        default=env.get("GRADIO_MCP_SERVER", "").lower() in ("1", "true", "yes"),
+        help="also serve the generate endpoint as an MCP tool ($GRADIO_MCP_SERVER)",
+    )
     return p.parse_args(argv)
 
 
@@ -123,7 +129,7 @@ def main(argv: list[str] | None = None) -> int:
     examples = args.examples or DEFAULT_EXAMPLES
     demo = create_demo(engine, recordings_dir=args.recordings, examples_path=examples, queue_size=args.queue_size)
     options = launch_options(engine, args.recordings, examples)
-    demo.launch(server_name=args.host, server_port=args.port, share=args.share, **options)
+    demo.launch(server_name=args.host, server_port=args.port, share=args.share, mcp_server=args.mcp, **options)
     return 0
 
 

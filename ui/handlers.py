@@ -196,7 +196,31 @@ class Studio:
         request: gr.Request | None = None,
         progress: gr.Progress = gr.Progress(),  # noqa: B008 (gradio injects the tracker through this default)
     ) -> list[Any]:
-        """Generates the chosen outputs from the form; returns values for RESULT_FIELDS."""
+        """Generates any combination of text, image, video and audio with CoDi from any combination of inputs.
+
+        Args:
+            text: a prompt (empty: no text input).
+            image: an input image file (path or URL), or None.
+            video: an input video file, or None.
+            audio: an input audio file (wav, flac, ogg or mp3), or None.
+            text_weight: how much the text counts in the mix of inputs (the weights are normalised to sum 1).
+            image_weight: how much the image counts.
+            video_weight: how much the video counts.
+            audio_weight: how much the audio counts.
+            outputs: which outputs to generate together: any of "text", "image", "video", "audio".
+            steps: sampler steps (None: the model's default).
+            guidance: classifier-free guidance scale (1 turns it off; None: the model's default).
+            sampler: "ddim" (as released) or "dpm" (DPM-Solver++).
+            seed: the noise seed (None or randomize_seed: a random one, returned).
+            randomize_seed: draw a new seed.
+            coupling: "official" or "paper": how co-generated outputs attend to each other.
+            num_samples: how many samples of each output.
+            text_temperature: how freely generated text is sampled (lower: the likeliest caption).
+            partner_weight: how much co-generated outputs follow each other (0: CoDi as published).
+        Returns:
+            the summary, the text, the image, video and audio files, the samples, every file, the parameters
+            (result.json), the seed used and the run folder (RESULT_FIELDS).
+        """
         values = {k: v for k, v in locals().items() if k in FORM_FIELDS}  # the parameters above, by name
         req = form_to_request(values)
         if not req.outputs:
