@@ -11,17 +11,13 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import socket
-import subprocess
-import sys
 import time
-import urllib.request
 from pathlib import Path
 from urllib.parse import urlparse
 
 import pytest
+from app_process import REPO, running_app
 
-REPO = Path(__file__).resolve().parents[1]
 SCREENSHOTS = Path(os.environ.get("CODI_SCREENSHOTS", REPO / "outputs" / "screenshots"))
 CHROMIUM = os.environ.get("CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
 CHROMIUM_FLAGS = [
@@ -42,52 +38,16 @@ if not Path(CHROMIUM).exists():
 expect = sync_api.expect
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def studio(tmp_path_factory):
     """`python app.py` in a subprocess, with its own recordings, runs and a copy of the examples."""
     work = tmp_path_factory.mktemp("studio")
     shutil.copytree(REPO / "assets", work / "assets")
-    port = _free_port()
-    env = {
-        **os.environ,
-        "HF_HUB_OFFLINE": "1",
-        "HF_HUB_DISABLE_TELEMETRY": "1",
-        "GRADIO_ANALYTICS_ENABLED": "False",
-        "GRADIO_TEMP_DIR": str(work / "gradio"),
-        "OMP_NUM_THREADS": "1",  # the tiny model is fastest on one thread; leaves a core for the browser
-    }
-    cmd = [sys.executable, "app.py", "--port", str(port), "--recordings", str(work / "recordings")]
-    cmd += ["--runs", str(work / "runs"), "--examples", str(work / "assets" / "examples.json")]
-    log = open(work / "app.log", "w")  # noqa: SIM115 (closed below)
-    proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}/"
-    start = time.perf_counter()
-    try:
-        while True:
-            if proc.poll() is not None:
-                pytest.fail(f"app.py exited with {proc.returncode}:\n{(work / 'app.log').read_text()}")
-            try:
-                urllib.request.urlopen(url, timeout=2).close()
-                break
-            except OSError:
-                if time.perf_counter() - start > 180:
-                    pytest.fail(f"app.py did not answer in 180 s:\n{(work / 'app.log').read_text()}")
-                time.sleep(0.5)
-        print(f"\n[e2e] app.py ready in {time.perf_counter() - start:.1f} s")
+    env = {"OMP_NUM_THREADS": "1"}  # the tiny model is fastest on one thread; leaves a core for the browser
+    args = ["--recordings", str(work / "recordings"), "--runs", str(work / "runs")]
+    args += ["--examples", str(work / "assets" / "examples.json")]
+    with running_app(args, work, env) as url:
         yield {"url": url, "work": work}
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-        log.close()
 
 
 @pytest.fixture(scope="module")
