@@ -227,7 +227,7 @@ def is_legacy_pickle(path: str | Path) -> bool:
     return not zipfile.is_zipfile(str(path))
 
 
-def read_tensor_file(path: str | Path, mmap: bool = True) -> dict[str, Tensor]:
+def read_tensor_file(path: str | Path) -> dict[str, Tensor]:
     """Reads a .safetensors file, or a .pth/.ckpt pickle with `weights_only=True` (never arbitrary code).
 
     Zip-format pickles are memory-mapped (tensors are read from disk when touched); legacy-format ones are
@@ -239,8 +239,7 @@ def read_tensor_file(path: str | Path, mmap: bool = True) -> dict[str, Tensor]:
             from safetensors.torch import load_file
 
             return load_file(str(path))
-        use_mmap = mmap and not is_legacy_pickle(path)
-        obj = torch.load(str(path), map_location="cpu", weights_only=True, mmap=use_mmap)
+        obj = torch.load(str(path), map_location="cpu", weights_only=True, mmap=not is_legacy_pickle(path))
     except (FileNotFoundError, PermissionError, IsADirectoryError):
         raise
     except (RuntimeError, EOFError, ValueError, OSError, zipfile.BadZipFile) as e:

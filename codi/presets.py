@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Mapping
 from pathlib import Path
 
 import torch
@@ -116,23 +117,33 @@ def save_folder(
     Args:
         dtype: store floating tensors in this dtype (e.g. torch.float16 to halve the file); loading casts back.
     """
-    from safetensors.torch import save_file
-
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     model.config.save(folder / CONFIG_NAME)
-    state, tied, seen = {}, {}, {}
-    for k, v in model.state_dict().items():
-        ptr = (v.untyped_storage().data_ptr(), v.storage_offset(), tuple(v.shape))
-        if ptr in seen:
-            tied[k] = seen[ptr]
-            continue
-        seen[ptr] = k
-        v = v.detach().cpu()
-        state[k] = (v.to(dtype) if dtype is not None and v.is_floating_point() else v).contiguous()
-    save_file(state, str(folder / WEIGHTS_NAME), metadata={"format": "pt", "tied": json.dumps(tied)})
+    write_safetensors(model.state_dict(), folder / WEIGHTS_NAME, dtype)
     if extra:
         (folder / "meta.json").write_text(json.dumps(extra, indent=2) + "\n")
+
+
+def write_safetensors(state: Mapping[str, torch.Tensor], path: Path, dtype: torch.dtype | None = None) -> Path:
+    """Writes `state` (on CPU, floating tensors in `dtype` if given) to `path` atomically; a tensor tied to an
+    earlier key is stored once and named in the file's `tied` metadata (read back by SafetensorsSource)."""
+    from safetensors.torch import save_file
+
+    out, tied, seen = {}, {}, {}
+    for key, t in state.items():
+        ptr = (t.untyped_storage().data_ptr(), t.storage_offset(), tuple(t.shape))
+        if ptr in seen:
+            tied[key] = seen[ptr]
+            continue
+        seen[ptr] = key
+        t = t.detach().cpu()
+        out[key] = (t.to(dtype) if dtype is not None and t.is_floating_point() else t).contiguous()
+    tmp = path.with_suffix(".tmp")
+    save_file(out, str(tmp), metadata={"format": "pt", "tied": json.dumps(tied)})
+    tmp.chmod(0o644)
+    tmp.replace(path)
+    return path
 
 
 def load_official(
@@ -156,29 +167,13 @@ def save_components(manager: ComponentManager, folder: str | Path, dtype: torch.
     Args:
         dtype: store floating tensors in this dtype (default: as loaded).
     """
-    from safetensors.torch import save_file
-
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     written = []
     for name in manager.keys:
         was_resident = manager.is_resident(name)
         manager.load_all([name])
-        state, tied, seen = {}, {}, {}
-        for key, t in manager._tensors(name).items():
-            if id(t) in seen:
-                tied[key] = seen[id(t)]
-                continue
-            seen[id(t)] = key
-            t = t.detach().to("cpu")
-            state[key] = (t.to(dtype) if dtype is not None and t.is_floating_point() else t).contiguous()
-        path = folder / f"{name}.safetensors"
-        tmp = path.with_suffix(".tmp")
-        save_file(state, str(tmp), metadata={"format": "pt", "tied": json.dumps(tied)})
-        tmp.chmod(0o644)
-        tmp.replace(path)
-        written.append(path)
-        del state
+        written.append(write_safetensors(manager.tensors(name), folder / f"{name}.safetensors", dtype))
         if not was_resident:
             manager.evict(name)
     manager.model.config.save(folder / CONFIG_NAME)

@@ -138,7 +138,7 @@ class ComponentManager:
         """Frees a component's parameters (they go back to the meta device); a later use loads it again."""
         if self.source is None or name not in self.resident:
             return
-        meta = {k: torch.empty_like(t, device="meta") for k, t in self._tensors(name).items()}
+        meta = {k: torch.empty_like(t, device="meta") for k, t in self.tensors(name).items()}
         assign(self.model, meta)
         del self.resident[name]
         log.info("evicted %s (%.2f GB)", name, self.sizes[name] / 1e9)
@@ -148,7 +148,8 @@ class ComponentManager:
         loaded, self.loaded_log = self.loaded_log, []
         return loaded
 
-    def _tensors(self, name: str) -> dict[str, Tensor]:
+    def tensors(self, name: str) -> dict[str, Tensor]:
+        """A component's parameters and persistent buffers by state-dict key (meta tensors when not loaded)."""
         state = self.model.state_dict(keep_vars=True)
         return {k: state[k] for k in self.keys[name]}
 
@@ -185,7 +186,7 @@ class ComponentManager:
     def _move(self, name: str, device: torch.device) -> None:
         moved: dict[int, Tensor] = {}
         tensors = {}
-        for key, t in self._tensors(name).items():
+        for key, t in self.tensors(name).items():
             if id(t) not in moved:
                 moved[id(t)] = t.data.to(device)
             tensors[key] = moved[id(t)]
