@@ -1,4 +1,4 @@
-"""CoDi Studio: `python app.py` opens the app on the embedded tiny model (see README, "The Studio")."""
+"""CoDi Studio: `python app.py` opens the app; `--model auto` picks tiny or the released model (README)."""
 
 from __future__ import annotations
 
