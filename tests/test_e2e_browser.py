@@ -44,6 +44,7 @@ def studio(tmp_path_factory):
     work = tmp_path_factory.mktemp("studio")
     shutil.copytree(REPO / "assets", work / "assets")
     env = {"OMP_NUM_THREADS": "1"}  # the tiny model is fastest on one thread; leaves a core for the browser
+    env |= {"GRADIO_CACHE_EXAMPLES": "lazy", "GRADIO_EXAMPLES_CACHE": str(work / "examples-cache")}  # as on a Space
     args = ["--recordings", str(work / "recordings"), "--runs", str(work / "runs")]
     args += ["--examples", str(work / "assets" / "examples.json")]
     with running_app(args, work, env) as url:
@@ -137,10 +138,25 @@ def test_generate_image_and_audio_record_and_replay(page, studio):
 
 def test_example_progress_cancel_and_errors(page, studio):
     page.locator("#advanced").click()  # opened first: its sliders then take the example's values at once
-    page.locator("#examples-gallery .thumbnail-item", has_text="text → video + audio").click()
+    page.locator("#text-in textarea").fill("left over from before")
+    example = page.locator("#examples-gallery img[src$='/text-to-video-audio.png']")
+    example.click()  # the first click computes the example's result (and caches it)
     expect(page.locator("#text-in textarea")).to_have_value("a red square moving up")
     expect(page.locator("#outputs label", has_text="Video").locator("input")).to_be_checked()
     expect(page.locator("#seed input")).to_have_value("11")  # the example's seed
+    expect(page.locator("#video-out video")).to_be_visible(timeout=TIMEOUT_MS)
+    expect(page.locator("#audio-out [data-testid=download-link]")).to_have_attribute("href", re.compile(r"audio\.wav$"))
+    expect(page.locator("#result-summary")).to_contain_text("seed 11")
+    cached_runs = len(runs(studio))
+    page.locator("#examples-gallery img[src$='/text-to-image.png']").click()
+    expect(page.locator("#image-out img")).to_be_visible(timeout=TIMEOUT_MS)
+    expect(page.locator("#video-out video")).to_be_hidden()
+    start = time.perf_counter()
+    example.click()  # the second click reads the cache
+    expect(page.locator("#video-out video")).to_be_visible()
+    print(f"[e2e] cached example shown in {time.perf_counter() - start:.2f} s")
+    assert len(runs(studio)) == cached_runs + 1  # only text -> image ran; the video example came from the cache
+    expect(page.locator("#save-status")).to_contain_text("press **Generate**".replace("**", ""))
     page.locator("#steps input[type=range]").fill("200")  # a long run, to watch its progress
     expect(page.locator("#steps input[type=number]")).to_have_value("200")
     before = len(runs(studio))
@@ -170,6 +186,25 @@ def readme_client_snippet() -> str:
     section = readme.split("## The Studio", 1)[1].split("\n## ", 1)[0]
     blocks = re.findall(r"```python\n(.*?)```", section, flags=re.S)
     return next(b for b in blocks if "gradio_client" in b)
+
+
+OVERFLOWING = """(root) => [...document.querySelectorAll(root + ' *')]
+  .filter(e => e.scrollWidth > e.clientWidth + 1 && ['auto', 'scroll'].includes(getComputedStyle(e).overflowX))
+  .map(e => `${e.id || e.querySelector("[id]")?.id || e.innerText.slice(0, 30)} ${e.scrollWidth}>${e.clientWidth}`)"""
+
+
+@pytest.mark.parametrize("width", [1360, 1024, 800, 420])
+def test_form_has_no_horizontal_scrollbars(browser, studio, width):
+    context = browser.new_context(viewport={"width": width, "height": 900})
+    page = context.new_page()
+    page.goto(studio["url"])
+    page.wait_for_selector("#generate-btn")
+    page.locator("#advanced").click()
+    expect(page.locator("#steps")).to_be_visible()
+    assert page.evaluate(OVERFLOWING, "#studio-row") == []  # e.g. the input-weight sliders squeezed below their width
+    if width == 1024:
+        page.locator("#weights").screenshot(path=str(SCREENSHOTS / "input-weights.png"))
+    context.close()
 
 
 def test_readme_gradio_client_snippet(studio, monkeypatch, capsys):

@@ -17,6 +17,7 @@ from ui.handlers import (
     DETAIL_FIELDS,
     FORM_FIELDS,
     RESULT_FIELDS,
+    SHOWN_FIELDS,
     VIEW_FIELDS,
     Studio,
     form_to_request,
@@ -79,9 +80,8 @@ def studio(engine, tmp_path) -> Studio:
 def generate(studio: Studio, **values) -> dict:
     form = {**BASE, **values}
     result = dict(zip(RESULT_FIELDS, studio.generate(*[form[k] for k in FORM_FIELDS])))
-    result["visible"] = dict(
-        zip(VIEW_FIELDS, (u.get("visible", u.get("interactive")) for u in studio.show(result["run_folder"])))
-    )
+    shown = studio.show(*[result[k] for k in SHOWN_FIELDS])
+    result["visible"] = dict(zip(VIEW_FIELDS, (u.get("visible", u.get("interactive")) for u in shown)))
     return result
 
 
@@ -196,13 +196,16 @@ def test_export_recording_as_example(studio):
     out = generate(studio, text="a yellow box", image=asset("image-to-audio/image.png"), outputs=["audio"], seed=3)
     studio.save(out["run_folder"], "")
     rec = list_recordings(studio.recordings_dir)[0]
-    status, gallery, ids = studio.export(rec.id, "My yellow box")
-    assert "Exported" in status and ids[-1] == "my-yellow-box"
+    status = studio.export(rec.id, "My yellow box")
+    assert "Exported" in status and "restarts" in status
     example = load_examples(studio.examples_path)[-1]
     assert example.request.text == "a yellow box" and example.request.seed == 3 and Path(example.request.image).exists()
     assert example.thumbnail.exists() and example.kind == "text + image → audio"
-    form = dict(zip(FORM_FIELDS, studio.select_example(ids, select(len(ids) - 1))))
+    found, rows = studio.example_rows(studio.examples_path.parent / "cards")
+    assert found[-1].id == "my-yellow-box" and Path(rows[-1][0]).exists()  # its captioned card, then the form
+    form = dict(zip(FORM_FIELDS, rows[-1][1:]))
     assert form["text"] == "a yellow box" and form["outputs"] == ["audio"] and form["steps"] == STEPS
+    assert form["seed"] == 3 and form["randomize_seed"] is False
 
 
 def test_delete_and_failed_save_leave_nothing_behind(studio, engine, monkeypatch):
@@ -224,8 +227,8 @@ def test_examples_cover_the_papers_combinations_and_run(studio):
     examples = load_examples(DEFAULT_EXAMPLES, "tiny")
     kinds = {("+".join(e.request.inputs()), "+".join(e.request.outputs)) for e in examples}
     assert kinds >= COMBINATIONS
-    gallery, ids = studio.examples()
-    assert len(gallery) == len(examples) and all(Path(thumb).exists() for thumb, _ in gallery)
+    found, rows = studio.example_rows(studio.examples_path.parent / "cards")
+    assert [e.id for e in found] == [e.id for e in examples] and all(Path(row[0]).exists() for row in rows)
     for e in examples:  # every example is a valid request for the tiny model
         form = dict(zip(FORM_FIELDS, request_to_form(e.request, studio.engine.defaults)))
         out = generate(studio, **{**form, "steps": 1})

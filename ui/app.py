@@ -2,6 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
+import json
+import os
+import warnings
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -10,7 +16,16 @@ import gradio as gr
 from codi.pipeline import MAX_SEED
 from ui.engine import Engine
 from ui.examples import DEFAULT_EXAMPLES
-from ui.handlers import DETAIL_FIELDS, FORM_FIELDS, RESULT_FIELDS, VIEW_FIELDS, Studio
+from ui.handlers import (
+    DETAIL_FIELDS,
+    EXAMPLE_FIELDS,
+    EXAMPLE_VIEW_FIELDS,
+    FORM_FIELDS,
+    RESULT_FIELDS,
+    SHOWN_FIELDS,
+    VIEW_FIELDS,
+    Studio,
+)
 from ui.theme import CSS, banner_html, header_html, studio_theme
 from ui.zerogpu import on_gpu
 
@@ -24,7 +39,7 @@ def _title(text: str, hint: str = "") -> str:
 
 
 def _weight(label: str) -> gr.Slider:
-    return gr.Slider(0, 2, value=1.0, step=0.05, label=label, min_width=70, elem_id=f"{label.lower()}-weight")
+    return gr.Slider(0, 2, value=1.0, step=0.05, label=label, min_width=160, elem_id=f"{label.lower()}-weight")
 
 
 def _inputs(defaults: dict[str, Any], outputs: list[str]) -> Components:
@@ -229,6 +244,7 @@ def create_demo(
     recordings_dir: str | Path = "recordings",
     examples_path: str | Path = DEFAULT_EXAMPLES,
     queue_size: int = 16,
+    cache_examples: bool | None = None,
 ) -> gr.Blocks:
     """Builds the Studio page for `engine` (not launched: call `.launch(**launch_options(...))`).
 
@@ -237,8 +253,11 @@ def create_demo(
         recordings_dir: where saved recordings go.
         examples_path: examples.json of the example gallery (exported examples are added to it).
         queue_size: how many requests may wait for the model (one runs at a time).
+        cache_examples: keep each example's result after its first run, for every visitor (Gradio's lazy
+            example cache); None: on a Space, or when GRADIO_CACHE_EXAMPLES is "true" or "lazy".
     """
     studio = Studio(engine, recordings_dir, examples_path)
+    generate = on_gpu(studio.generate, engine.defaults["steps"])  # ZeroGPU when `spaces` is there, else unchanged
     with gr.Blocks(title="CoDi Studio", analytics_enabled=False) as demo:
         gr.HTML(header_html() + banner_html(engine.info))
         with gr.Tabs() as tabs:
@@ -248,29 +267,85 @@ def create_demo(
                         form = _inputs(engine.defaults, engine.outputs)
                     with gr.Column(scale=6):
                         result = _results()
-                gr.HTML(_title("Examples", "click one to load it into the form"))
-                example_ids = gr.State([])
-                examples = gr.Gallery(
-                    label="Examples",
-                    show_label=False,
-                    columns=6,
-                    height="auto",
-                    allow_preview=False,
-                    elem_id="examples-gallery",
-                    fit_columns=False,
-                    buttons=[],
-                    object_fit="contain",
-                )
+                card = gr.Image(type="filepath", visible=False)  # the example gallery's picture column
+                examples = _examples(studio, card, form, result, generate, cache_examples)
             with gr.Tab("History", id="history"):
                 hist = _history()
             with gr.Tab("About", id="about"):
                 gr.Markdown(ABOUT)
-        _wire(demo, studio, tabs, form, result, hist, examples, example_ids)
+        _wire(demo, studio, tabs, form, result, hist, generate, examples)
     demo.queue(max_size=queue_size, default_concurrency_limit=1)
     return demo
 
 
-def _wire(demo, studio: Studio, tabs, form: Components, result: Components, hist: Components, examples, example_ids):
+def _examples(
+    studio: Studio, card: gr.Image, form: Components, result: Components, generate, cache: bool | None
+) -> gr.Examples | None:
+    """The example gallery: Gradio examples shown as captioned cards; a click loads the form and, when caching,
+    shows the example's result (computed on its first click, then kept on disk for every visitor)."""
+    cache = caches_examples(cache)
+    folder = examples_cache_folder(studio)
+    found, rows = studio.example_rows(folder / "cards")
+    if not rows:
+        return None
+    form_inputs = [form[k] for k in FORM_FIELDS]
+    # Gradio warns at start-up that some example inputs are empty: here that means "no image", which generate takes.
+    warnings.filterwarnings("ignore", "Examples will be cached but not all input components", UserWarning)
+    with _env("GRADIO_EXAMPLES_CACHE", str(folder)):  # results kept per model and example list, never mixed
+        examples = gr.Examples(
+            rows,
+            inputs=[card, *form_inputs],
+            outputs=[result[k] if k != "seed" else form["seed"] for k in EXAMPLE_FIELDS],
+            fn=studio.example_runner(generate),
+            cache_examples=cache,
+            cache_mode="lazy",
+            visible_columns=[0],
+            examples_per_page=24,
+            label="Examples · click one to " + ("see its result" if cache else "load it into the form"),
+            elem_id="examples-gallery",
+        )
+    # Gradio leaves an input that no example sets untouched; clear it so the form matches the example.
+    unset = [inp for i, inp in enumerate(form_inputs) if all(row[i + 1] is None for row in rows)]
+    if unset:
+        examples.dataset.click(lambda: [None] * len(unset), None, unset, queue=False, api_visibility="private")
+    return examples
+
+
+def caches_examples(requested: bool | None) -> bool:
+    """Whether example results are cached: as `requested`, else on a Space or with GRADIO_CACHE_EXAMPLES set."""
+    if requested is not None:
+        return requested
+    return bool(os.environ.get("SPACE_ID")) or os.environ.get("GRADIO_CACHE_EXAMPLES", "").lower() in ("true", "lazy")
+
+
+def examples_cache_folder(studio: Studio) -> Path:
+    """Where the example cache lives: Gradio's cache folder, then one folder per model and example list, so a
+    result computed by one model (or for an edited example) is never shown for another."""
+    info = studio.engine.info
+    model = [info.name, info.source, info.device, info.dtype, info.random_weights, FORM_FIELDS, RESULT_FIELDS]
+    entries = [e.request.to_dict() | {"id": e.id} for e in studio.example_list()]
+    digest = hashlib.sha256(json.dumps([model, entries], sort_keys=True, default=str).encode())
+    for e in studio.example_list():  # the input files' bytes count too
+        for path in filter(None, (e.request.image, e.request.video, e.request.audio)):
+            digest.update(Path(path).read_bytes() if Path(path).is_file() else path.encode())
+    base = Path(os.environ.get("GRADIO_EXAMPLES_CACHE", ".gradio/cached_examples"))
+    return base / f"{info.name}-{digest.hexdigest()[:12]}"
+
+
+@contextlib.contextmanager
+def _env(name: str, value: str) -> Iterator[None]:
+    old = os.environ.get(name)
+    os.environ[name] = value
+    try:
+        yield
+    finally:
+        if old is None:
+            del os.environ[name]
+        else:
+            os.environ[name] = old
+
+
+def _wire(demo, studio: Studio, tabs, form: Components, result: Components, hist: Components, generate, examples):
     form_inputs = [form[k] for k in FORM_FIELDS]
     result_outputs = [result[k] if k != "seed" else form["seed"] for k in RESULT_FIELDS]
     run = {
@@ -279,20 +354,25 @@ def _wire(demo, studio: Studio, tabs, form: Components, result: Components, hist
         "show_progress_on": [result["summary"], form["run_status"]],
     }
     view = [result[k] for k in VIEW_FIELDS]
-    generate = on_gpu(
-        studio.generate, studio.engine.defaults["steps"]
-    )  # ZeroGPU when `spaces` is there, else unchanged
+    shown = [result[k] for k in SHOWN_FIELDS]
     gen = form["generate_btn"].click(
         generate, form_inputs, result_outputs, api_name="generate", trigger_mode="once", **run
     )
-    gen.success(studio.show, result["run_folder"], view, api_visibility="private")
+    gen.success(studio.show, shown, view, api_visibility="private")
     regen = (
         hist["regen_btn"]
         .click(studio.reload, hist["selected"], [*form_inputs, tabs], api_visibility="private")
         .then(generate, form_inputs, result_outputs, api_visibility="private", **run)
     )
-    regen.success(studio.show, result["run_folder"], view, api_visibility="private")
-    form["cancel_btn"].click(studio.cancel, None, None, cancels=[gen, regen], queue=False, api_visibility="private")
+    regen.success(studio.show, shown, view, api_visibility="private")
+    running = [gen, regen]
+    if examples is not None and examples.cache_event is not None:  # a cached example loaded or just computed
+        example_view = [result[k] for k in EXAMPLE_VIEW_FIELDS]
+        examples.cache_event.success(
+            studio.show_example, [result["text_out"], result["files"]], example_view, api_visibility="private"
+        )
+        running.append(examples.cache_event)
+    form["cancel_btn"].click(studio.cancel, None, None, cancels=running, queue=False, api_visibility="private")
     history_out = [hist["history_gallery"], hist["history_ids"]]
     result["save_btn"].click(
         studio.save,
@@ -304,16 +384,12 @@ def _wire(demo, studio: Studio, tabs, form: Components, result: Components, hist
     detail = [hist[k] for k in DETAIL_FIELDS]
     hist["history_gallery"].select(studio.select_recording, hist["history_ids"], detail, api_visibility="private")
     hist["export_btn"].click(
-        studio.export,
-        [hist["selected"], hist["example_title"]],
-        [hist["status"], examples, example_ids],
-        api_visibility="private",
+        studio.export, [hist["selected"], hist["example_title"]], hist["status"], api_visibility="private"
     )
     hist["delete_btn"].click(
         studio.delete, hist["selected"], [hist["status"], *history_out, *detail], api_visibility="private"
     )
-    examples.select(studio.select_example, example_ids, form_inputs, api_visibility="private")
-    demo.load(studio.on_load, None, [*history_out, examples, example_ids], api_visibility="private")
+    demo.load(studio.on_load, None, history_out, api_visibility="private")
 
 
 def launch_options(

@@ -3,23 +3,27 @@
 from __future__ import annotations
 
 import contextlib
+import functools
+import inspect
 import json
 import logging
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import gradio as gr
+from PIL import Image
 
 from codi.conditions import InputError
 from codi.hub import WeightsNotFoundError
 from codi.loading import CorruptCheckpointError
 from codi.media import MediaError
 from codi.pipeline import NotEnoughMemoryError
-from ui.engine import RESULT_FILE, Cancelled, Engine, GenerationRequest, Run, read_run_request
+from ui.engine import RESULT_FILE, Cancelled, Engine, GenerationRequest, Run
 from ui.examples import Example, export_example, load_examples
-from ui.recordings import OUTPUT_FILES, Recording, delete_recording, find_recording, list_recordings, save_recording
+from ui.recordings import Recording, delete_recording, find_recording, list_recordings, save_recording
+from ui.thumbnails import with_caption
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +51,12 @@ FORM_FIELDS = (
 # Order of the result components that `generate` updates.
 RESULT_FIELDS = ("summary", "text_out", "image_out", "video_out", "audio_out", "samples", "files", "params", "seed",
                  "run_folder")  # fmt: skip
-# Order of the components whose visibility `show` sets after a run.
+# What the example cache keeps of a run, and what `show_example` sets from it.
+EXAMPLE_FIELDS = ("summary", "text_out", "files", "params", "seed")
+EXAMPLE_VIEW_FIELDS = ("text_out", "image_out", "video_out", "audio_out", "samples", "files", "save_btn", "run_folder",
+                       "save_status")  # fmt: skip
+# Order of the result components `show` reads, and of those whose visibility it sets, after a run.
+SHOWN_FIELDS = ("text_out", "image_out", "video_out", "audio_out", "samples", "files", "run_folder")
 VIEW_FIELDS = ("text_out", "image_out", "video_out", "audio_out", "samples", "files", "save_btn")
 DETAIL_FIELDS = ("selected", "detail", "text_out", "image_out", "video_out", "audio_out", "files", "params", "actions")
 USER_ERRORS = (
@@ -260,14 +269,59 @@ class Studio:
             str(run.folder),
         ]
 
-    def show(self, run_folder: str | None) -> list[Any]:
-        """After a run: shows the result components it filled and hides the others (VIEW_FIELDS)."""
-        folder = Path(run_folder) if run_folder else None
-        has = {k: bool(folder and (folder / f).exists()) for k, f in OUTPUT_FILES.items()}
-        request = read_run_request(folder) if folder else None
-        many = bool(request and request.num_samples > 1 and (has["image"] or has["video"]))
-        flags = [has["text"], has["image"], has["video"], has["audio"], many, folder is not None]
-        return [*(gr.update(visible=v) for v in flags), gr.update(interactive=folder is not None)]
+    def show(
+        self,
+        text: str | None,
+        image: str | None,
+        video: str | None,
+        audio: str | None,
+        samples: list[Any] | None,
+        files: list[Any] | None,
+        run_folder: str | None,
+    ) -> list[Any]:
+        """After a run or a cached example: shows the result components that hold something, hides the others
+        (VIEW_FIELDS); Save is offered while the run's folder is still on disk."""
+        flags = [bool(text), *(v is not None for v in (image, video, audio)), bool(samples), bool(files)]
+        can_save = bool(run_folder) and (Path(run_folder) / RESULT_FILE).exists()
+        return [*(gr.update(visible=v) for v in flags), gr.update(interactive=can_save)]
+
+    def show_example(self, text: str | None, files: list[str] | None) -> list[Any]:
+        """A cached example's result shown from its files (EXAMPLE_VIEW_FIELDS); Save is off, since the run is not
+        on this machine: Generate reproduces it (same request and seed)."""
+        by_name = {Path(f).name: f for f in files or []}
+        media = [by_name.get(n) for n in ("image.png", "video.mp4", "audio.wav")]
+        samples = sorted(
+            f for n, f in by_name.items() if n.startswith(("image", "video")) and n[-4:] in (".png", ".mp4")
+        )
+        many = len(samples) > sum(m is not None for m in media[:2])
+        return [
+            gr.update(visible=bool(text)),
+            *(gr.update(value=m, visible=m is not None) for m in media),
+            gr.update(value=samples if many else None, visible=many),
+            gr.update(visible=bool(files)),
+            gr.update(interactive=False),
+            None,
+            "An example's stored result: press **Generate** to run it here (same seed, same result) and save it.",
+        ]
+
+    def example_runner(self, generate: Callable[..., list[Any]]) -> Callable[..., list[Any]]:
+        """`generate` for the cached example gallery: takes the example's card first (the gallery's picture,
+        not an input of the model), returns EXAMPLE_FIELDS (Gradio's example cache keeps every file of the run,
+        but cannot read back an absent image, video or audio; `show_example` finds them among the files), and
+        fails instead of returning a cancelled run so that none is cached."""
+
+        @functools.wraps(generate)
+        def run_example(card: str | None, *args: Any, **kwargs: Any) -> list[Any]:
+            updates = generate(*args, **kwargs)
+            if all(isinstance(u, dict) and u == gr.skip() for u in updates):
+                raise gr.Error("The example was cancelled; click it again to run it.", title="Cancelled")
+            values = dict(zip(RESULT_FIELDS, updates))
+            return [values[k] for k in EXAMPLE_FIELDS]
+
+        signature = inspect.signature(generate)
+        card = inspect.Parameter("card", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation="str | None")
+        run_example.__signature__ = signature.replace(parameters=[card, *signature.parameters.values()])
+        return run_example
 
     def cancel(self, request: gr.Request | None = None) -> None:
         """Stops this page's running generation at its next sampler step."""
@@ -313,14 +367,17 @@ class Studio:
             rec = find_recording(self.recordings_dir, rec_id)
         return [*request_to_form(rec.request, self.engine.defaults), gr.Tabs(selected="studio")]
 
-    def export(self, rec_id: str | None, title: str) -> tuple[str, Any, list[str]]:
-        """Adds the selected recording to the example gallery; returns (status, examples gallery, example ids)."""
+    def export(self, rec_id: str | None, title: str) -> str:
+        """Adds the selected recording to examples.json; returns the status (the gallery shows it after a
+        restart, since cached examples are kept by their place in the gallery)."""
         if not rec_id:
             raise gr.Error("Pick a recording in the gallery first.", title="No recording selected")
         with user_errors("export the example"):
             example = export_example(find_recording(self.recordings_dir, rec_id), self.examples_path, title)
-        gallery, ids = self.examples()
-        return f"Exported as example **{example.title}** to `{self.examples_path}`", gallery, ids
+        return (
+            f"Exported as example **{example.title}** to `{self.examples_path}`; "
+            "it joins the example gallery when the app restarts."
+        )
 
     def delete(self, rec_id: str | None) -> list[Any]:
         """Deletes the selected recording; returns (status, history gallery, ids, then cleared DETAIL_FIELDS)."""
@@ -338,22 +395,18 @@ class Studio:
         examples = load_examples(self.examples_path, self.engine.info.name)
         return examples or load_examples(self.examples_path)
 
-    def examples(self) -> tuple[list[tuple[str, str]], list[str]]:
-        """The example gallery value (thumbnail, caption) and the example ids in the same order."""
-        found = [e for e in self.example_list() if e.thumbnail is not None]
-        return [(str(e.thumbnail), e.caption()) for e in found], [e.id for e in found]
+    def example_rows(self, cards_dir: Path) -> tuple[list[Example], list[list[Any]]]:
+        """The gallery's examples and their rows: a captioned card (drawn into `cards_dir`), then the FORM_FIELDS
+        values of the example's request (a fixed seed, so a cached result is what Generate would give)."""
+        found = [e for e in self.example_list() if e.thumbnail is not None and e.thumbnail.exists()]
+        cards_dir.mkdir(parents=True, exist_ok=True)
+        rows = []
+        for e in found:
+            card = cards_dir / f"{e.id}.png"
+            with_caption(Image.open(e.thumbnail), e.caption()).save(card)
+            rows.append([str(card), *request_to_form(e.request, self.engine.defaults)])
+        return found, rows
 
-    def select_example(self, ids: list[str], evt: gr.SelectData) -> list[Any]:
-        """The clicked example's request into the form (FORM_FIELDS values)."""
-        index = evt.index if isinstance(evt.index, int) else evt.index[0]
-        example = next((e for e in self.example_list() if e.id == ids[index]), None)
-        if example is None:
-            raise gr.Error("That example is gone; the gallery was refreshed.", title="Example not found")
-        gr.Info(f"Loaded example “{example.title}” ({example.kind}). Press Generate.", duration=4)
-        return request_to_form(example.request, self.engine.defaults)
-
-    def on_load(self) -> tuple[Any, list[str], Any, list[str]]:
-        """Page load: fresh History and example galleries (files may have changed since the app started)."""
-        history, history_ids = self.history()
-        examples, example_ids = self.examples()
-        return history, history_ids, examples, example_ids
+    def on_load(self) -> tuple[Any, list[str]]:
+        """Page load: a fresh History gallery (recordings may have changed since the app started)."""
+        return self.history()

@@ -44,24 +44,29 @@ CSS = """
 .section-title { font-weight: 700; font-size: 1.02rem; margin: 2px 0 -4px 2px; color: #312e81; }
 .dark .section-title { color: #c7d2fe; }
 .section-title .hint { font-weight: 400; font-size: 0.85rem; color: #64748b; margin-left: 6px; }
-#examples-gallery .thumbnail-item, #history-gallery .thumbnail-item { background: #161824; }
+#history-gallery .thumbnail-item { background: #161824; }
+#examples-gallery .gallery { display: grid; grid-template-columns: repeat(auto-fill, minmax(132px, 1fr)); gap: 10px; }
+#examples-gallery .gallery-item { padding: 0; border-radius: 12px; overflow: hidden; background: #161824; }
+#examples-gallery .gallery-item .container { width: 100%; height: auto; border: none; }
+#examples-gallery .gallery-item img { width: 100%; height: auto; max-height: none; aspect-ratio: 1; }
 .pixelated img, .pixelated video { image-rendering: pixelated; }
 .result-media img, .result-media video { width: 100% !important; height: 100% !important; object-fit: contain; }
-#examples-gallery .thumbnail-item img, #history-gallery .thumbnail-item img { object-fit: contain; }
+#history-gallery .thumbnail-item img { object-fit: contain; }
 #result-summary .placeholder { color: #64748b; padding: 70px 20px; text-align: center; border: 2px dashed #cbd5e1;
   border-radius: 14px; background: rgba(255,255,255,0.5); }
 #run-status { min-height: 48px; }
+#randomize-seed { min-width: 150px !important; }  /* Gradio gives a checkbox no minimum width: it got squeezed */
 .dark #result-summary .placeholder { background: transparent; border-color: #475569; color: #94a3b8; }
 #generate-btn { font-size: 1.05rem; font-weight: 700; }
-#examples-gallery .caption-label, #history-gallery .caption-label { font-size: 0.75rem; max-width: 100%; }
+#history-gallery .caption-label { font-size: 0.75rem; max-width: 100%; }
 footer { opacity: 0.7; }
 @media (max-width: 760px) {  /* phones: one column, header text wraps */
   #studio-row, #history-row { flex-direction: column; }
   #studio-row > *, #history-row > * { min-width: 100% !important; }
   #studio-header { padding: 14px; }
   #studio-header h1 { font-size: 1.35rem; }
-  #examples-gallery .grid-container, #history-gallery .grid-container {
-    grid-template-columns: repeat(3, minmax(0, 1fr)) !important; }
+  #history-gallery .grid-container { grid-template-columns: repeat(3, minmax(0, 1fr)) !important; }
+  #examples-gallery .gallery { grid-template-columns: repeat(3, minmax(0, 1fr)); }
 }
 """
 

@@ -129,3 +129,19 @@ def card_for(media: dict[str, str | Path], text: str = "") -> Image.Image:
             if tile is not None:
                 tiles.append(tile)
     return compose(tiles)
+
+
+def with_caption(card: Image.Image, caption: str, footer: int = 30) -> Image.Image:
+    """A copy of `card` with `caption` written, centred, in its footer (for galleries that show no captions); an
+    arrow is written "to", which the bundled font lacks."""
+    caption = caption.replace("→", "to")
+    card = card.convert("RGB").copy()
+    draw = ImageDraw.Draw(card)
+    w, h = card.size
+    for size in range(20, 8, -1):  # the largest font that fits the width
+        font = _font(size)
+        if draw.textlength(caption, font=font) <= w - 2 * PAD:
+            break
+    x = (w - draw.textlength(caption, font=font)) / 2
+    draw.text((x, h - footer + (footer - size) / 2 - 2), caption, fill=ACCENT, font=font)
+    return card
