@@ -75,6 +75,11 @@ def resolve_device(device: str, dtype: str, model: str) -> tuple[str, str]:
     return device, dtype
 
 
+def on_space() -> bool:
+    """True on a Hugging Face Space (the platform sets SPACE_ID)."""
+    return bool(os.environ.get("SPACE_ID"))
+
+
 def choose_model(model: str, device: str) -> tuple[str, str]:
     """Resolves `--model auto`: (model, why), for the banner.
 
@@ -96,7 +101,8 @@ def choose_model(model: str, device: str) -> tuple[str, str]:
     if len(cached_official_files("fp16")) == len(OFFICIAL_FILES):
         return "official", f"{where} and the released weights are cached"
     if not hub_offline_mode() and hub_reachable():
-        return "official", f"{where}; the released weights ({format_size(size('fp16'))}) download on first start"
+        when = "download while the Space starts" if on_space() else "download from the page (one click)"
+        return "official", f"{where}; the released weights ({format_size(size('fp16'))}) {when}"
     return "tiny", f"{where}, but the released weights are not cached and the Hub cannot be reached"
 
 
@@ -115,6 +121,9 @@ def main(argv: list[str] | None = None) -> int:
         memory = {"max_memory": args.max_memory, "offload": args.offload, "strict_keys": args.strict_keys}
         if is_zero_gpu():  # ZeroGPU moves what is on "cuda" at start-up into each GPU call: load it all now
             memory["lazy"] = False
+        # Locally the released weights (11.6 GB) are never fetched unasked: the page offers the download. A Space
+        # downloads them while starting (when `preload_from_hub` has not already), since its visitors cannot.
+        memory["local_files_only"] = not on_space()
         engine = Engine.load(args.model, device=device, dtype=dtype, runs_dir=args.runs, **memory)
     except (FileNotFoundError, ValueError, OSError) as e:
         print(f"error: {e}", file=sys.stderr)

@@ -36,6 +36,7 @@ def open_model(
     strict_keys: bool = False,
     official_files: list[str | Path] | None = None,
     config: CoDiConfig | None = None,
+    local_files_only: bool | None = None,
 ) -> tuple[CoDiModel, WeightSource | None, str]:
     """A model whose parameters are still on the meta device, the source that fills them, and a description.
 
@@ -46,12 +47,17 @@ def open_model(
         strict_keys: refuse official checkpoint keys that map to no component (default: skip and report).
         official_files: the official .pth files to use instead of the Hugging Face cache.
         config: the config of an official-layout model (default: the released one).
+        local_files_only: 'official' from the Hugging Face cache only, never downloading (the app starts so and
+            offers the download on its page).
     """
     device = torch.device(device)
     if name == "official":
         from codi.hub import fetch_official
 
-        files = official_files or list(fetch_official(official_variant, cache_dir=cache_dir).files)
+        if not official_files:
+            weights = fetch_official(official_variant, cache_dir=cache_dir, local_files_only=local_files_only)
+            official_files = list(weights.files)
+        files = official_files
         config = config or official_config()
         model = build_empty(lambda: CoDiModel(config), device, dtype)
         vaes = config.image_vae.autoencoder, config.audio_vae.autoencoder

@@ -304,3 +304,25 @@ def test_auto_model_choice(tmp_path, monkeypatch) -> None:
     assert app.choose_model("tiny", "auto") == ("tiny", "chosen with --model tiny")
     monkeypatch.setenv("CODI_MODEL", "official")
     assert app.parse_args([]).model == "official"
+
+
+def test_the_app_never_downloads_unasked_except_on_a_space(tmp_path, monkeypatch) -> None:
+    """Locally `--model official` starts from the cache only (the page offers the 11.6 GB download); a Space,
+    whose visitors cannot press such a button for it, downloads while starting."""
+    import app
+    import ui.app
+    from ui import engine as engine_module
+
+    calls = []
+
+    def load(model, **kwargs):
+        calls.append(kwargs)
+        return Engine(None, engine_module.ModelInfo(model, "not loaded", "", problem="absent"), tmp_path)
+
+    monkeypatch.setattr(engine_module.Engine, "load", staticmethod(load))
+    monkeypatch.setattr(ui.app.gr.Blocks, "launch", lambda self, **kwargs: None)
+    monkeypatch.delenv("SPACE_ID", raising=False)
+    assert app.main(["--model", "official", "--recordings", str(tmp_path / "rec")]) == 0
+    monkeypatch.setenv("SPACE_ID", "someone/codi")
+    assert app.main(["--model", "official", "--recordings", str(tmp_path / "rec")]) == 0
+    assert [c["local_files_only"] for c in calls] == [True, False]

@@ -259,7 +259,8 @@ def create_demo(
     studio = Studio(engine, recordings_dir, examples_path)
     generate = on_gpu(studio.generate, engine.defaults["steps"])  # ZeroGPU when `spaces` is there, else unchanged
     with gr.Blocks(title="CoDi Studio", analytics_enabled=False) as demo:
-        gr.HTML(header_html() + banner_html(engine.info))
+        gr.HTML(header_html())
+        page = _banner(engine)
         with gr.Tabs() as tabs:
             with gr.Tab("Studio", id="studio"):
                 with gr.Row(elem_id="studio-row"):
@@ -274,8 +275,43 @@ def create_demo(
             with gr.Tab("About", id="about"):
                 gr.Markdown(ABOUT)
         _wire(demo, studio, tabs, form, result, hist, generate, examples)
+        _wire_download(demo, studio, page)
     demo.queue(max_size=queue_size, default_concurrency_limit=1)
     return demo
+
+
+def _banner(engine: Engine) -> Components:
+    """The model banner, and under it, when the released weights are what is missing, their download."""
+    from codi.hub import format_size, official_download_size
+
+    c: Components = {"banner": gr.HTML(banner_html(engine.info), elem_id="banner")}
+    size = (
+        format_size(official_download_size(engine.load_args.get("official_variant", "fp16")))
+        if (engine.load_args)
+        else ""
+    )
+    with gr.Row(visible=engine.can_download, elem_id="download-row") as c["download_row"]:
+        c["download_btn"] = gr.Button(
+            f"Download the released weights ({size})", variant="primary", scale=3, elem_id="download-btn"
+        )
+        c["download_cancel"] = gr.Button("Cancel download", scale=1, elem_id="download-cancel")
+    c["download_status"] = gr.HTML("", elem_id="download-status")
+    return c
+
+
+def _wire_download(demo: gr.Blocks, studio: Studio, page: Components) -> None:
+    outputs = [page["banner"], page["download_row"], page["download_status"]]
+    page["download_btn"].click(
+        studio.download,
+        None,
+        outputs,
+        concurrency_limit=1,
+        concurrency_id="download",
+        show_progress_on=[page["download_status"]],
+        api_visibility="private",
+    )
+    page["download_cancel"].click(studio.cancel_download, None, None, queue=False, api_visibility="private")
+    demo.load(studio.page_state, None, outputs[:2], api_visibility="private")  # the model may have changed since
 
 
 def _examples(

@@ -13,6 +13,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from codi.conditions import InputError
 from codi.config import SamplingDefaults
 from codi.hub import WeightsNotFoundError
 from codi.modality import ALL_MODALITIES
@@ -134,18 +135,28 @@ class Run:
 
 
 ProgressFn = Callable[[int, int], None]
+DownloadProgressFn = Callable[[int, int, str], None]  # (bytes done, bytes in all, file)
 
 
 class Engine:
     """A CoDi pipeline (or the reason there is none) plus the folder where runs are written."""
 
-    def __init__(self, pipe: CoDiPipeline | None, info: ModelInfo, runs_dir: str | Path, keep_runs: int = 64) -> None:
+    def __init__(
+        self,
+        pipe: CoDiPipeline | None,
+        info: ModelInfo,
+        runs_dir: str | Path,
+        keep_runs: int = 64,
+        load_args: dict[str, Any] | None = None,
+    ) -> None:
         self.pipe = pipe
         self.info = info
         self.runs_dir = Path(runs_dir)
         self.keep_runs = keep_runs
+        self.load_args = load_args  # how Engine.load was called: `download_and_load` loads the same way
         self._stops: dict[str, threading.Event] = {}
         self._lock = threading.Lock()
+        self._download_stop: threading.Event | None = None
 
     @classmethod
     def load(
@@ -160,15 +171,75 @@ class Engine:
     ) -> Engine:
         """Loads a preset ('tiny', 'official') or checkpoint folder; absent official weights give an engine
         without a pipeline whose `info.problem` holds the download command (the app shows it)."""
+        kwargs = {"allow_random": allow_random, **preset_kwargs}
+        load_args = {"model": model, "device": device, "dtype": dtype, **kwargs}
         try:
-            kwargs = {"allow_random": allow_random, **preset_kwargs}
             pipe = CoDiPipeline.from_preset(model, device=device, dtype=dtype, **kwargs)
         except WeightsNotFoundError as e:
             log.warning("official weights not loaded: %s", e)
             problem = str(e)
             info = ModelInfo(model, "not loaded", PURPOSES.get(model, ""), device, dtype, problem=problem)
-            return cls(None, info, runs_dir, keep_runs)
-        return cls(pipe, model_info(pipe, model, device, dtype), runs_dir, keep_runs)
+            return cls(None, info, runs_dir, keep_runs, load_args)
+        return cls(pipe, model_info(pipe, model, device, dtype), runs_dir, keep_runs, load_args)
+
+    @property
+    def can_download(self) -> bool:
+        """True when what is missing is the released weights: the page then offers to download them."""
+        return self.pipe is None and self.load_args is not None and self.load_args["model"] == "official"
+
+    def download_and_load(self, progress: DownloadProgressFn | None = None) -> ModelInfo:
+        """Downloads the released weights into the Hugging Face cache (huggingface_hub, sizes checked), then loads
+        them the way `Engine.load` was asked to; the model is served from then on, without a restart.
+
+        Args:
+            progress: called with (bytes done, bytes in all, file) as bytes arrive.
+        Returns:
+            the new ModelInfo.
+        Raises:
+            Cancelled (`stop_download`; files already complete stay cached), WeightsNotFoundError (offline, the
+            Hub failing, a bad size), InputError (a download is already running, or there is nothing to download).
+        """
+        from codi.hub import download_official
+
+        with self._lock:
+            if self.pipe is not None:
+                return self.info
+            if not self.can_download:
+                raise InputError(f"nothing to download: the {self.info.name} model is not the released one")
+            if self._download_stop is not None:
+                raise InputError("the weights are already downloading (see the progress bar)")
+            stop = self._download_stop = threading.Event()
+
+        def on_bytes(done: int, total: int, filename: str) -> None:
+            if stop.is_set():
+                raise Cancelled("download cancelled")
+            if progress is not None:
+                progress(done, total, filename)
+
+        args = dict(self.load_args or {})
+        model, device, dtype = args.pop("model"), args.pop("device"), args.pop("dtype")
+        try:
+            download_official(args.get("official_variant", "fp16"), cache_dir=args.get("cache_dir"), progress=on_bytes)
+            if stop.is_set():
+                raise Cancelled("download cancelled")
+            pipe = CoDiPipeline.from_preset(model, device=device, dtype=dtype, **{**args, "local_files_only": True})
+        finally:
+            with self._lock:
+                self._download_stop = None
+        info = model_info(pipe, model, device, dtype)
+        info.why = "the released weights were downloaded from this page"
+        with self._lock:
+            self.pipe, self.info = pipe, info
+        return info
+
+    def stop_download(self) -> bool:
+        """Asks a running `download_and_load` to stop at its next progress report; True when one was running."""
+        with self._lock:
+            stop = self._download_stop
+        if stop is None:
+            return False
+        stop.set()
+        return True
 
     @property
     def defaults(self) -> dict[str, Any]:

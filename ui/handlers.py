@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import html
 import inspect
 import json
 import logging
@@ -16,13 +17,14 @@ import gradio as gr
 from PIL import Image
 
 from codi.conditions import InputError
-from codi.hub import WeightsNotFoundError
+from codi.hub import WeightsNotFoundError, format_size
 from codi.loading import CorruptCheckpointError
 from codi.media import MediaError
 from codi.pipeline import NotEnoughMemoryError
 from ui.engine import RESULT_FILE, Cancelled, Engine, GenerationRequest, Run
 from ui.examples import Example, export_example, load_examples
 from ui.recordings import Recording, delete_recording, find_recording, list_recordings, save_recording
+from ui.theme import banner_html
 from ui.thumbnails import with_caption
 
 log = logging.getLogger(__name__)
@@ -327,6 +329,42 @@ class Studio:
         """Stops this page's running generation at its next sampler step."""
         if self.engine.request_stop(getattr(request, "session_hash", None) or ""):
             gr.Info("Cancelling…", duration=3)
+
+    # -- the released weights, downloaded from the page ---------------------------------------------------------
+    def download(self, progress: gr.Progress = gr.Progress()) -> list[Any]:  # noqa: B008 (gradio's tracker)
+        """Downloads the released weights and loads them in place; returns (banner, download row, status)."""
+        if self.engine.pipe is not None:
+            return self.page_state() + [""]
+        start = time.perf_counter()
+
+        def on_bytes(done: int, total: int, filename: str) -> None:
+            seconds = time.perf_counter() - start
+            desc = f"Downloading {Path(filename).name}: {format_size(done)} of {format_size(total)}"
+            if done and seconds > 3:
+                left = (total - done) * seconds / done
+                desc += f" · about {left:.0f} s left" if left < 90 else f" · about {left / 60:.0f} min left"
+            progress(done / max(total, 1), desc=desc)
+
+        progress(0, desc="Asking the Hugging Face Hub")
+        with user_errors("download the released weights"):
+            try:
+                info = self.engine.download_and_load(on_bytes)
+            except Cancelled:
+                gr.Warning(
+                    "Download cancelled. Files already complete stay in the cache; the next download skips them."
+                )
+                return [gr.skip(), gr.skip(), "Download cancelled."]
+        gr.Info(f"Loaded {info.name}: press Generate.", duration=6)
+        return [banner_html(info), gr.update(visible=False), f"Downloaded and loaded: {html.escape(info.source)}"]
+
+    def cancel_download(self) -> None:
+        """Stops a running download at its next progress report."""
+        if self.engine.stop_download():
+            gr.Info("Cancelling the download…", duration=3)
+
+    def page_state(self) -> list[Any]:
+        """The banner and the download row as the engine stands now (a page opened after a download)."""
+        return [banner_html(self.engine.info), gr.update(visible=self.engine.can_download)]
 
     # -- recordings --------------------------------------------------------------------------------------
     def save(self, run_folder: str | None, title: str) -> tuple[str, Any, list[str]]:
