@@ -21,7 +21,7 @@ def tiny_config(zero_terminal_snr: bool = True) -> CoDiConfig:
 
     `zero_terminal_snr` (default): CoDi's schedule rescaled to zero terminal SNR, with v prediction (see
     NoiseSchedule: CoDi's own leaks the latent through the last step, and the UNets followed that leak instead of
-    the text's motion; EVAL.md). False: CoDi's schedule and eps prediction, as released."""
+    the text's motion; docs/tiny-model-history.md). False: CoDi's schedule and eps prediction, as released."""
     schedule = NoiseSchedule(zero_terminal_snr=True, prediction="v") if zero_terminal_snr else NoiseSchedule()
     clip = CLIPEncoderConfig(
         text=CLIPTextTowerConfig(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=2),

@@ -356,7 +356,7 @@ def test_committed_video_environments_read_like_their_captions():
 
 def test_environment_probe_of_the_committed_checkpoint():
     """The committed model's environment vectors carry colour where the outputs are clean and lose it near pure
-    noise (the 512-scene table is in EVAL.md; 64 scenes here)."""
+    noise (the 512-scene table is in docs/tiny-model-history.md; 64 scenes here)."""
     result = probe(load_folder(TINY_DIR), scenes=64, steps=(0, 900))
     for kind in KINDS:
         assert sorted(result[kind]) == [0, 900]

@@ -20,7 +20,8 @@ COND_DROPOUT = 0.1  # condition replaced by the modality's unconditional embeddi
 JOINT_DROPOUT = 0.15
 # High-noise emphasis (audio and video): half the rows draw t from the top of the schedule, where the layout and the
 # motion are decided. The tiny default (zero terminal SNR, v prediction) needs only that: trained on uniform
-# timesteps it followed the text's motion in 38 % of videos, with the emphasis in 71 % (2800 steps; EVAL.md).
+# timesteps it followed the text's motion in 38 % of videos, with the emphasis in 71 % (2800 steps;
+# docs/tiny-model-history.md).
 # With eps prediction on CoDi's schedule (--codi-schedule) it also weighs rows and shows signal-free starts:
 # there a small world's latents give their content away through the noise itself (60 fixed tones are told apart
 # from x_t even at t = 999), and eps-MSE weighs the high-noise steps by their SNR, so the UNet learns to ignore the
@@ -42,7 +43,8 @@ SIGNAL_FREE_FROM = 900
 # t = 500-900 (text: 25-60 %), so the partner's connectors had nothing to follow. Each joint stage therefore also
 # pulls the two environments of a pair together with a soft InfoNCE (same scene = positive; pairs agreeing on every
 # attribute the two show are not negatives), the "shared latent space" the paper projects into; the frozen side is
-# the anchor. Measured: the vectors then vary by 20-120 %; see EVAL.md for what that did (and did not) change.
+# the anchor. Measured: the vectors then vary by 20-120 %; see docs/tiny-model-history.md for what that did (and did
+# not) change.
 ENV_ALIGN_WEIGHT = 0.1
 ENV_ALIGN_TEMPERATURE = 0.1
 # Partner composition (codi.models.joint): at sampling, each output of a joint call may take the other outputs'
@@ -50,17 +52,17 @@ ENV_ALIGN_TEMPERATURE = 0.1
 # Every joint stage therefore also regresses each environment encoder it trains onto the prompt embedding of its
 # own content: 1 - cos to the unit mean CLIP text embedding of ANCHOR_WORDINGS captions stating every attribute the
 # content shows, on ANCHOR_ROWS extra latents per step noised at uniform steps (so at high noise the vector is the
-# mean caption of what x_t still shows). Measured (EVAL.md): the pair InfoNCE alone left the environments off the
-# prompt space; anchored, a video's environment read as a prompt gives the audio its motion.
+# mean caption of what x_t still shows). Measured (docs/tiny-model-history.md): the pair InfoNCE alone left the
+# environments off the prompt space; anchored, a video's environment read as a prompt gives the audio its motion.
 ANCHOR_WEIGHT = 1.0
 ANCHOR_ROWS = 16
 ANCHOR_WORDINGS = 4
 # The joint stages leave the video's environment at cos 0.93 to its caption anchor on a clean video, and an audio
 # composing it followed the video's motion in 69 % of 96 draws (a caption in its place: 87 % of 60): the part of the
 # vector off the prompt space steers the audio at random. `anchor_video` then fits the video's environment encoder
-# alone to the anchors (cos 0.99 on clean videos): 79 % with the final video's environment (EVAL.md). It stops at
-# ANCHOR_T_MAX, past which x_t no longer shows a motion (probe: 74 % at t = 800) and the fit only pulls towards
-# the mean caption.
+# alone to the anchors (cos 0.99 on clean videos): 79 % with the final video's environment
+# (docs/tiny-model-history.md). It stops at ANCHOR_T_MAX, past which x_t no longer shows a motion (probe: 74 % at
+# t = 800) and the fit only pulls towards the mean caption.
 ANCHOR_T_MAX = 850
 
 
@@ -147,8 +149,8 @@ def _diffusion_loss(
     > 0 turns on the high-noise emphasis (see HIGH_NOISE_FROM): biased timesteps, and with eps also row weights and
     signal-free starts (see SIGNAL_FREE_SHARE); v prediction on a zero-terminal-SNR schedule needs neither (its loss
     is x0-like at high noise, its last step signal-free) but keeps the biased timesteps (uniform ones lost most of
-    the motion it gains, see EVAL.md). `env_match` [B,B] (joint calls of two modalities): adds the environment
-    alignment (see ENV_ALIGN_WEIGHT) with these positives.
+    the motion it gains, see docs/tiny-model-history.md). `env_match` [B,B] (joint calls of two modalities): adds
+    the environment alignment (see ENV_ALIGN_WEIGHT) with these positives.
     """
     if env_match is not None and not joint:
         raise ValueError("env_match needs a joint call (the environments exist only there)")

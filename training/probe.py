@@ -4,7 +4,7 @@ For held-out world scenes noised to several steps, each output's environment vec
 on its own noisy latent: video, audio, text), the noisy latent itself and the clean latent its UNet predicts from it
 with the empty prompt (what the denoiser already knows at that step) are read by a linear probe (ridge regression,
 one-vs-all, fit on half the scenes, scored on the other half) for colour, shape and motion. A partner can only
-follow what an environment vector carries at the steps where the outputs settle (EVAL.md).
+follow what an environment vector carries at the steps where the outputs settle (docs/tiny-model-history.md).
 """
 
 from __future__ import annotations

@@ -29,8 +29,9 @@ UNET_FOR_MODALITY: dict[Modality, str] = {
 }
 
 
-# The order in which outputs settle their content while being denoised, measured on the tiny model (EVAL.md,
-# `python -m training.probe`): the video's motion is decided by t = 700, the audio's by t = 600, the text's later.
+# The order in which outputs settle their content while being denoised, measured on the tiny model
+# (docs/tiny-model-history.md, `python -m training.probe`): the video's motion is decided by t = 700, the audio's by
+# t = 600, the text's later.
 # With partner composition an output follows the outputs that settle before it (an output whose partner has not
 # yet decided would follow noise: composing both ways lowered the joint agreement from 77 % to 65 %).
 SETTLE_ORDER: dict[Modality, int] = {Modality.IMAGE: 0, Modality.VIDEO: 0, Modality.AUDIO: 1, Modality.TEXT: 2}
