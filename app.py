@@ -55,6 +55,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="model: parts wait on the CPU and each moves to the GPU only while it runs",
     )
     p.add_argument("--strict-keys", action="store_true", help="refuse checkpoint keys that map to no component")
+    p.add_argument("--compile", action="store_true", help="torch.compile the UNets (slow first request per shape)")
     p.add_argument(
         "--mcp",
         action="store_true",
@@ -119,6 +120,7 @@ def main(argv: list[str] | None = None) -> int:
         default_threads()
     try:
         memory = {"max_memory": args.max_memory, "offload": args.offload, "strict_keys": args.strict_keys}
+        memory["compile"] = args.compile
         if is_zero_gpu():  # ZeroGPU moves what is on "cuda" at start-up into each GPU call: load it all now
             memory["lazy"] = False
         # Locally the released weights (11.6 GB) are never fetched unasked: the page offers the download. A Space

@@ -31,6 +31,7 @@ def main() -> int:
     p.add_argument("--dtype", default="float16", choices=["float16", "bfloat16", "float32"])
     p.add_argument("--cases", default=GPU_CASES, help="comma list of: " + ", ".join(CASES))
     p.add_argument("--offload", default="both", choices=["none", "model", "both"])
+    p.add_argument("--compile", default="both", choices=["off", "on", "both"], help="torch.compile the UNets")
     p.add_argument("--cache", default=None)
     p.add_argument("--out", default="/tmp/codi-gpu-runs")
     p.add_argument("--json", default=None)
@@ -45,21 +46,33 @@ def main() -> int:
     print(f"# {torch.cuda.get_device_name(0)}, torch {torch.__version__}, {args.dtype}, {args.steps} DDIM steps")
     cache = Path(args.cache) if args.cache else ensure_rehearsal_cache()
     rows = []
+    compiles = (False, True) if args.compile == "both" else (args.compile == "on",)
     for offload in ("none", "model") if args.offload == "both" else (args.offload,):
-        run = argparse.Namespace(device="cuda", dtype=args.dtype, steps=args.steps, offload=offload)
-        for name in args.cases.split(","):
-            row = {**run_case(name.strip(), run, cache, Path(args.out) / offload), "offload": offload}
-            rows.append(row)
-            print(json.dumps(row), flush=True)
-    print("\n| case | offload | s per generation | s / step | peak VRAM GB | target |")
-    print("|---|---|---|---|---|---|")
+        for compiled in compiles if offload == "none" else (False,):
+            run = argparse.Namespace(device="cuda", dtype=args.dtype, steps=args.steps, offload=offload)
+            run.compile = compiled
+            for name in args.cases.split(","):
+                folder = Path(args.out) / f"{offload}{'-compiled' if compiled else ''}"
+                row = {**run_case(name.strip(), run, cache, folder), "offload": offload, "compile": compiled}
+                rows.append(row)
+                print(json.dumps(row), flush=True)
+    print("\n| case | offload | compile | s per generation | s / step | peak VRAM GB | target |")
+    print("|---|---|---|---|---|---|---|")
     for r in rows:
         target = 4.0 if r["offload"] == "model" else TARGET_GB.get(r["case"])
         if "error" in r:
-            print(f"| {r['case']} | {r['offload']} | failed: {r['error']} | | | |")
+            print(f"| {r['case']} | {r['offload']} | {r['compile']} | failed: {r['error']} | | | |")
             continue
         mark = "" if target is None else f"<= {target:g}" + (" ok" if r["peak_gb"] <= target else " MISSED")
-        cells = [r["case"], r["offload"], f"{r['total_s']:.2f}", f"{r['s_per_step']:.3f}", f"{r['peak_gb']:.2f}", mark]
+        cells = [
+            r["case"],
+            r["offload"],
+            str(r["compile"]),
+            f"{r['total_s']:.2f}",
+            f"{r['s_per_step']:.3f}",
+            f"{r['peak_gb']:.2f}",
+            mark,
+        ]
         print("| " + " | ".join(cells) + " |")
     if args.json:
         Path(args.json).write_text(json.dumps(rows, indent=2) + "\n")

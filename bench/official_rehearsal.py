@@ -41,7 +41,7 @@ def run_case(name: str, args: argparse.Namespace, cache: Path, out: Path) -> dic
     folder = out / name.replace("->", "_to_").replace(" ", "_").replace("+", "_")
     cmd = [sys.executable, "-m", "codi", "generate", "--model", "official", "--device", args.device]
     cmd += ["--dtype", args.dtype, "--steps", str(args.steps), "--seed", "0", "--quiet", "--out", str(folder)]
-    cmd += ["--offload", args.offload, *CASES[name]]
+    cmd += ["--offload", args.offload, *CASES[name]] + (["--compile"] if getattr(args, "compile", False) else [])
     env = {**os.environ, "HF_HUB_CACHE": str(cache), "HF_HUB_OFFLINE": "1"}
     start = time.perf_counter()
     proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True)

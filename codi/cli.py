@@ -68,7 +68,11 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument(
         "--text-temperature", type=float, default=None, help="text decoder temperature (default: the model's)"
     )
-    g.add_argument("--batch", help="JSONL file: one request per line (keys: " + ", ".join(sorted(BATCH_KEYS)) + ")")
+    g.add_argument(
+        "--batch",
+        help="JSONL file: one request per line (keys: " + ", ".join(sorted(BATCH_KEYS)) + "); under torchrun or "
+        "accelerate launch the requests are split across the processes (one model and device each)",
+    )
     add_model_options(g)
     g.add_argument("--out", required=True, help="output folder")
     g.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -89,6 +93,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--seed", type=int, default=1234, help="seed of the held-out scenes")
     e.add_argument("--steps", type=int, default=None, help="sampler steps (default: the model's)")
     e.add_argument("--guidance", type=float, default=None, help="guidance scale (default: the model's)")
+    e.add_argument("--sampler", choices=["ddim", "dpm"], default=None, help="sampler (default: the model's)")
     e.add_argument("--text-temperature", type=float, default=None, help="text decoder temperature (model's)")
     e.add_argument("--partner-weight", type=float, default=None, help="partner weight of joint calls (model's)")
     e.add_argument(
@@ -120,6 +125,9 @@ def add_model_options(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--strict-keys", action="store_true", help="refuse official checkpoint keys that map to no component"
     )
+    p.add_argument(
+        "--compile", action="store_true", help="torch.compile the UNets (slow first call per shape, faster steps)"
+    )
 
 
 def model_kwargs(args: argparse.Namespace) -> dict[str, Any]:
@@ -130,6 +138,7 @@ def model_kwargs(args: argparse.Namespace) -> dict[str, Any]:
         "max_memory": args.max_memory,
         "offload": args.offload,
         "strict_keys": args.strict_keys,
+        "compile": args.compile,
     }
 
 
@@ -250,35 +259,48 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def generate(args: argparse.Namespace) -> int:
+    from codi.distributed import share_of, write_summary
     from codi.pipeline import NotEnoughMemoryError
 
     requests = read_batch(args.batch) if args.batch else [request_from_args(args)]
     out = Path(args.out)
     if out.exists() and not out.is_dir():
         raise InputError(f"--out {out} is a file, not a folder")
-    pipe = CoDiPipeline.from_preset(args.model, **model_kwargs(args))
-    print(f"model: {pipe.source}", file=sys.stderr)
-    failed = 0
-    for req in requests:
-        folder = out / str(req["id"]) if args.batch else out
-        update, bar = _progress_bar(args.quiet, str(req.get("id", "generate")))
-        try:
-            result = run_request(pipe, req, folder, update)
-        except NotEnoughMemoryError as e:
-            if not args.batch:
-                raise
-            print(f"{folder}: error: {e}", file=sys.stderr)  # the pipeline stays usable: go on
-            failed += 1
-            continue
-        finally:
-            if bar is not None:
-                bar.close()
-        peak = result.model.get("peak_memory", {})
-        print(
-            f"{folder}: {', '.join(result.params['outputs'])} (seed {result.seed}, "
-            f"{result.timings['total_s']:.2f} s, peak {peak.get('bytes', 0) / 1e9:.2f} GB {peak.get('kind', '')})"
+    with share_of(requests, args.device if args.batch else None) as share:
+        kwargs = model_kwargs(args) | ({"device": share.device} if share.device else {})
+        pipe = CoDiPipeline.from_preset(args.model, **kwargs)
+        where = (
+            f" (process {share.rank + 1} of {share.world}, {len(share.requests)} requests)" if share.world > 1 else ""
         )
-    return 2 if failed else 0
+        print(f"model: {pipe.source}{where}", file=sys.stderr)
+        rows = []
+        for req in share.requests:
+            folder = out / str(req["id"]) if args.batch else out
+            update, bar = _progress_bar(args.quiet, str(req.get("id", "generate")))
+            try:
+                result = run_request(pipe, req, folder, update)
+            except NotEnoughMemoryError as e:
+                if not args.batch:
+                    raise
+                print(f"{folder}: error: {e}", file=sys.stderr)  # the pipeline stays usable: go on
+                rows.append({"id": req.get("id"), "process": share.rank, "error": str(e)})
+                continue
+            finally:
+                if bar is not None:
+                    bar.close()
+            peak = result.model.get("peak_memory", {})
+            print(
+                f"{folder}: {', '.join(result.params['outputs'])} (seed {result.seed}, "
+                f"{result.timings['total_s']:.2f} s, peak {peak.get('bytes', 0) / 1e9:.2f} GB {peak.get('kind', '')})"
+            )
+            row = {"id": req.get("id"), "process": share.rank, "device": str(pipe.device), "seed": result.seed}
+            row |= {"outputs": result.params["outputs"], "total_s": result.timings["total_s"]}
+            rows.append(row | {"files": sorted(p.name for p in folder.iterdir())})
+        if args.batch:
+            summary = write_summary(out, share, rows)
+            if summary is not None:
+                print(f"{summary}: {len(requests)} requests in {share.world} process(es)", file=sys.stderr)
+    return 2 if any(r.get("error") for r in rows) else 0
 
 
 def convert(files: list[str], out: str, from_cache: bool, precision: str, dtype: str, strict_keys: bool = False) -> int:

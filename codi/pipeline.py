@@ -127,6 +127,7 @@ class CoDiPipeline:
         max_memory: float | None = None,
         offload: str = "none",
         lazy: bool | None = None,
+        compile: bool = False,
         **kwargs: Any,
     ) -> CoDiPipeline:
         """Builds a pipeline from a preset name ('tiny', 'official') or a checkpoint folder.
@@ -140,6 +141,8 @@ class CoDiPipeline:
             offload: 'none', or 'model' (components wait on the CPU; each goes to `device` only while it runs).
             lazy: load each component on its first use (default: when the model is over 1 GB; smaller models
                 load whole at once).
+            compile: `torch.compile` the UNets (each new latent shape compiles once, slowly; later steps run
+                faster; on a CPU it needs a C++ compiler).
             **kwargs: `strict_keys`, `official_variant`, `cache_dir`, `allow_random`, ... (`codi.presets.open_model`).
         """
         from codi.presets import open_model, snapshot_of
@@ -154,6 +157,9 @@ class CoDiPipeline:
         manager = ComponentManager(model, weights, device, dtype, max_memory=limit, offload=offload)
         if weights is not None and (lazy is False or (lazy is None and sum(manager.sizes.values()) < 1e9)):
             manager.load_all()
+        if compile:
+            for unet in model.diffusion.children():
+                unet.compile()
         return cls(model, device=device, dtype=dtype, source=source, components=manager)
 
     @classmethod
