@@ -207,6 +207,7 @@ def main(args: Any) -> int:
     pairs = (
         ("steps", args.steps),
         ("guidance_scale", args.guidance),
+        ("sampler", getattr(args, "sampler", None)),
         ("text_temperature", args.text_temperature),
         ("partner_weight", args.partner_weight),
     )
