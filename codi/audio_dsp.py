@@ -2,7 +2,10 @@
 
 `resample` reproduces the default `torchaudio.functional.resample` (windowed-sinc interpolation with a
 Hann window, 6 zero crossings, roll-off 0.99, polyphase filtering after reducing both rates by their
-gcd). `log_mel_spectrogram` reproduces the torchlibrosa `Spectrogram` + `LogmelFilterBank` pair used by
+gcd). torchaudio's polyphase kernel has one filter per reduced output phase, so it grows with the
+product of the reduced rates (44101 -> 16000 Hz: 706M coefficients, ~15 GB to build); past
+`EXACT_KERNEL_MAX_TAPS` the same windowed-sinc sum is evaluated per output sample in bounded chunks.
+`log_mel_spectrogram` reproduces the torchlibrosa `Spectrogram` + `LogmelFilterBank` pair used by
 LAION-CLAP's HTSAT (a real DFT applied as a strided convolution, librosa's Slaney mel filters, dB).
 """
 
@@ -18,6 +21,12 @@ from torch.nn import functional as F
 from transformers.audio_utils import mel_filter_bank
 
 _REDUCED_PRECISION = (torch.float16, torch.bfloat16)
+
+# torchaudio's polyphase path is used while its kernel has at most this many coefficients (4 MiB in
+# float32). Every pair of common rates (8 to 384 kHz to 16 or 48 kHz) needs at most 291,200 (11025 -> 16000).
+EXACT_KERNEL_MAX_TAPS = 1 << 20
+# The per-sample path gathers at most this many (row, output, tap) elements at a time (4 MiB in float32).
+DIRECT_CHUNK_ELEMENTS = 1 << 20
 
 
 def _sinc_resample_kernel(
@@ -44,6 +53,10 @@ def _sinc_resample_kernel(
 def resample(waveform: Tensor, orig_sr: int, new_sr: int, *, zero_crossings: int = 6, rolloff: float = 0.99) -> Tensor:
     """Band-limited resampling along the last axis, numerically equal to torchaudio's default resample.
 
+    Rate pairs whose polyphase kernel has at most EXACT_KERNEL_MAX_TAPS coefficients (all common rates)
+    run torchaudio's algorithm; others (e.g. 8001 -> 16000 Hz) evaluate the same sum per output sample,
+    equal to it up to rounding, in memory that does not depend on the rates.
+
     Args:
         waveform: [..., T] samples at `orig_sr`. float32/float64 are processed in their own dtype (as
             torchaudio does); float16/bfloat16 are processed in float32 and cast back.
@@ -62,16 +75,62 @@ def resample(waveform: Tensor, orig_sr: int, new_sr: int, *, zero_crossings: int
     gcd = math.gcd(orig_sr, new_sr)
     orig, new = orig_sr // gcd, new_sr // gcd
     work = torch.float32 if waveform.dtype in _REDUCED_PRECISION else waveform.dtype
-    kernel, pad = _sinc_resample_kernel(
-        orig, new, zero_crossings=zero_crossings, rolloff=rolloff, dtype=work, device=waveform.device
-    )
     lead, length = waveform.shape[:-1], waveform.shape[-1]
-    x = waveform.reshape(-1, 1, length).to(work)  # [N,1,T]
-    x = F.pad(x, (pad, pad + orig))  # [N,1,T+2*pad+orig]
-    y = F.conv1d(x, kernel, stride=orig)  # [N,new,T//orig+1]: output phase p of input block j
-    y = y.transpose(1, 2).reshape(x.shape[0], -1)  # [N,new*(T//orig+1)] interleaved phases
+    x = waveform.reshape(-1, length).to(work)  # [N,T]
     out_length = -(-new * length // orig)  # ceil(new * T / orig)
-    return y[:, :out_length].reshape(*lead, out_length).to(waveform.dtype)  # [...,T']
+    if exact_kernel_taps(orig_sr, new_sr, zero_crossings=zero_crossings, rolloff=rolloff) <= EXACT_KERNEL_MAX_TAPS:
+        kernel, pad = _sinc_resample_kernel(
+            orig, new, zero_crossings=zero_crossings, rolloff=rolloff, dtype=work, device=waveform.device
+        )
+        xp = F.pad(x[:, None], (pad, pad + orig))  # [N,1,T+2*pad+orig]
+        y = F.conv1d(xp, kernel, stride=orig)  # [N,new,T//orig+1]: output phase p of input block j
+        y = y.transpose(1, 2).reshape(x.shape[0], -1)[:, :out_length]  # [N,T'] interleaved phases
+    else:
+        y = _resample_per_sample(x, orig, new, out_length, zero_crossings=zero_crossings, rolloff=rolloff)
+    return y.reshape(*lead, out_length).to(waveform.dtype)  # [...,T']
+
+
+def exact_kernel_taps(orig_sr: int, new_sr: int, *, zero_crossings: int = 6, rolloff: float = 0.99) -> int:
+    """Coefficients in torchaudio's polyphase kernel for orig_sr -> new_sr: new * (2 * pad + orig), reduced rates."""
+    gcd = math.gcd(orig_sr, new_sr)
+    orig, new = orig_sr // gcd, new_sr // gcd
+    pad = math.ceil(zero_crossings * orig / (min(orig, new) * rolloff))
+    return new * (2 * pad + orig)
+
+
+def _resample_per_sample(
+    x: Tensor, orig: int, new: int, out_length: int, *, zero_crossings: int, rolloff: float
+) -> Tensor:
+    """The same windowed-sinc sum as `_sinc_resample_kernel`, with weights built per output sample.
+
+    Output m sits at input position m * orig / new; it sums the inputs within `reach` samples, weighted by
+    the Hann-windowed sinc of their distance. Weights are computed in float64 (float32 on MPS) for at most
+    DIRECT_CHUNK_ELEMENTS (row, output, tap) elements at a time, so memory does not depend on the rates.
+
+    Args:
+        x: [N, T] samples (float32 or float64). orig, new: the rates divided by their gcd.
+        out_length: outputs to produce (ceil(new * T / orig)).
+    Returns:
+        [N, out_length] in x's dtype.
+    """
+    scale = min(orig, new) * rolloff / orig  # cut-off periods per input sample (= cutoff / orig in Hz)
+    reach = math.ceil(zero_crossings / scale)  # input samples the filter reaches on each side
+    taps = torch.arange(2 * reach + 2, device=x.device)  # [K] offsets into the padded input
+    xp = F.pad(x, (reach, reach + 2))  # [N,T+K]: padded index p is input sample p - reach
+    out = x.new_empty(x.shape[0], out_length)  # [N,T']
+    exact = torch.float32 if x.device.type == "mps" else torch.float64  # weights' dtype (MPS has no float64)
+    step = max(1, DIRECT_CHUNK_ELEMENTS // (max(1, x.shape[0]) * len(taps)))
+    for start in range(0, out_length, step):
+        m = torch.arange(start, min(start + step, out_length), dtype=torch.int64, device=x.device)  # [M]
+        base = m * orig // new  # [M] last input sample at or before output m
+        frac = (m * orig - base * new).to(exact) / new  # [M] in [0, 1): output m's offset past `base`
+        u = ((taps - reach).to(exact)[None] - frac[:, None]) * scale  # [M,K] distance in cut-off periods
+        u = u.clamp(-zero_crossings, zero_crossings)
+        window = torch.cos(u * (math.pi / zero_crossings / 2)) ** 2  # [M,K] Hann over +-zero_crossings
+        weights = torch.special.sinc(u) * window * scale  # [M,K] sin(pi u) / (pi u) * window * cutoff / orig
+        neighbours = xp[:, base[:, None] + taps[None]]  # [N,M,K]
+        out[:, start : start + len(m)] = (neighbours * weights.to(x.dtype)).sum(-1)  # [N,M]
+    return out
 
 
 @lru_cache(maxsize=8)

@@ -13,7 +13,17 @@ from PIL import Image
 from torch import Tensor
 
 from codi.config import MediaConfig
-from codi.media import AudioClip, MediaError, VideoClip, read_audio, read_image, read_video
+from codi.media import (
+    AudioClip,
+    MediaError,
+    VideoClip,
+    audio_from_array,
+    image_from_array,
+    read_audio,
+    read_image,
+    read_video,
+    video_frames_from_array,
+)
 from codi.modality import Modality
 
 
@@ -115,14 +125,7 @@ def _to_pil(value: Any) -> Image.Image:
     if isinstance(value, (str, Path)):
         return read_image(value)
     if isinstance(value, np.ndarray):
-        arr = value
-        if arr.ndim == 2:
-            arr = np.stack([arr] * 3, axis=-1)
-        if arr.ndim != 3 or arr.shape[-1] not in (3, 4):
-            raise InputError(f"an image array must be HxWx3, got shape {arr.shape}")
-        if arr.dtype != np.uint8:
-            arr = (np.clip(arr, 0.0, 1.0) * 255).round().astype(np.uint8)
-        return Image.fromarray(arr[..., :3])
+        return image_from_array(value)  # uint8, or floats in [0, 1]; anything else refused
     raise InputError(f"cannot use a {type(value).__name__} as an image")
 
 
@@ -154,11 +157,12 @@ def video_tensor(value: Any, media: MediaConfig) -> Tensor:
 
 def _to_video(value: Any, media: MediaConfig) -> VideoClip:
     if isinstance(value, VideoClip):
-        return value
+        return VideoClip(video_frames_from_array(value.frames), value.fps, value.audio)
     if isinstance(value, (str, Path)):
         return read_video(value, max_seconds=media.cond_video_seconds + 1.0)
     if isinstance(value, np.ndarray) and value.ndim == 4 and value.shape[-1] == 3:
-        return VideoClip(frames=value.astype(np.uint8), fps=float(media.cond_video_frames / media.cond_video_seconds))
+        fps = float(media.cond_video_frames / media.cond_video_seconds)
+        return VideoClip(frames=video_frames_from_array(value), fps=fps)  # floats in [0, 1] scaled, not black
     raise InputError(f"cannot use a {type(value).__name__} as a video (expected a file or frames [T,H,W,3])")
 
 
@@ -167,7 +171,7 @@ def audio_tensor(value: Any, media: MediaConfig, sample_rate: int = 16000) -> Te
     configured condition length."""
     from codi.audio_dsp import resample
 
-    clip = _to_audio(value)
+    clip = _to_audio(value, media)
     wave = torch.from_numpy(np.asarray(clip.waveform, dtype=np.float32))
     if wave.ndim == 2:  # [T,C] or [C,T]
         wave = wave.mean(dim=1 if wave.shape[1] <= 8 else 0)
@@ -179,18 +183,15 @@ def audio_tensor(value: Any, media: MediaConfig, sample_rate: int = 16000) -> Te
     return wave[:max_len].clamp(-1.0, 1.0).unsqueeze(0)  # [1,T]
 
 
-def _to_audio(value: Any) -> AudioClip:
+def _to_audio(value: Any, media: MediaConfig) -> AudioClip:
     if isinstance(value, AudioClip):
-        return value
+        return audio_from_array(value.waveform, value.sample_rate)  # refuses empty or non-finite samples
     if isinstance(value, (str, Path)):
-        return read_audio(value)
+        return read_audio(value, max_seconds=media.cond_audio_seconds + 0.5)  # what the model keeps, + margin
     if isinstance(value, tuple) and len(value) == 2:
         a, b = value
         wave, rate = (b, a) if isinstance(a, (int, np.integer)) else (a, b)  # gradio gives (rate, data)
-        wave = np.asarray(wave)
-        if np.issubdtype(wave.dtype, np.integer):
-            wave = wave.astype(np.float32) / float(np.iinfo(wave.dtype).max)
-        return AudioClip(waveform=wave.astype(np.float32), sample_rate=int(rate))
+        return audio_from_array(np.asarray(wave), int(rate))
     raise InputError(f"cannot use a {type(value).__name__} as audio (expected a file or (waveform, rate))")
 
 
@@ -205,6 +206,6 @@ def load_condition_value(c: Condition, media: MediaConfig) -> Any:
             return _to_pil(c.value)
         if c.modality is Modality.VIDEO:
             return _to_video(c.value, media)
-        return _to_audio(c.value)
+        return _to_audio(c.value, media)
     except MediaError as e:
         raise InputError(str(e)) from None

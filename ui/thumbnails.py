@@ -111,7 +111,7 @@ def tile_for_file(kind: str, path: str | Path, side: int = 160) -> Image.Image |
         if kind == "image":
             return image_tile(read_image(path), side)
         if kind == "video":
-            return video_tile(read_video(path).frames, side)
+            return video_tile(read_video(path, max_seconds=10).frames, side)  # 4 frames are drawn from the start
         if kind == "audio":
             clip = read_audio(path)
             return audio_tile(clip.waveform, clip.sample_rate, side)
