@@ -101,7 +101,8 @@ class TemporalAttention(nn.Module):
         q = self.to_q(x)  # [N, T, h d]
         k, v = self.to_kv(x).chunk(2, dim=-1)  # [N, T, h d] each
         q, k, v = (u.unflatten(-1, (self.heads, -1)).transpose(1, 2) for u in (q, k, v))  # [N, h, T, d]
-        out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias.to(q.dtype))  # [N, h, T, d]
+        # a [1, h, T, T] mask (not [h, T, T]) lets the CPU take its fused kernel instead of the math path
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias.to(q.dtype)[None])  # [N, h, T, d]
         return self.to_out(out.transpose(1, 2).flatten(2))  # [N, T, C]
 
 
