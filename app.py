@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import atexit
 import os
+import shutil
 import sys
 import tempfile
-from pathlib import Path
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # before gradio is imported: no outside calls
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
@@ -40,8 +41,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--recordings", default="recordings", help="folder of saved recordings")
     p.add_argument(
         "--runs",
-        default=str(Path(tempfile.gettempdir()) / "codi-studio-runs"),
-        help="scratch folder for the latest runs' files (the newest 64 are kept)",
+        default=None,
+        help="scratch folder for the latest runs' files (the newest 64 are kept; default: a fresh temporary folder "
+        "of this app instance, removed when it exits)",
     )
     p.add_argument("--examples", default=None, help="examples.json of the gallery (default: assets/examples.json)")
     p.add_argument("--queue-size", type=int, default=16, help="requests that may wait for the model")
@@ -126,6 +128,9 @@ def main(argv: list[str] | None = None) -> int:
         # Locally the released weights (11.6 GB) are never fetched unasked: the page offers the download. A Space
         # downloads them while starting (when `preload_from_hub` has not already), since its visitors cannot.
         memory["local_files_only"] = not on_space()
+        if args.runs is None:  # one scratch folder per instance: two apps never prune each other's runs
+            args.runs = tempfile.mkdtemp(prefix="codi-studio-runs-")
+            atexit.register(shutil.rmtree, args.runs, ignore_errors=True)
         engine = Engine.load(args.model, device=device, dtype=dtype, runs_dir=args.runs, **memory)
     except (FileNotFoundError, ValueError, OSError) as e:
         print(f"error: {e}", file=sys.stderr)

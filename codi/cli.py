@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import re
 import sys
 from pathlib import Path
 from typing import Any
@@ -32,6 +33,15 @@ BATCH_KEYS = {
     "num_samples",
     "text_temperature",
 }
+
+
+ID_PATTERN = re.compile(r"[A-Za-z0-9_-]{1,64}")  # a batch id names a folder: nothing else gets in
+_NUMBER = (int, float)
+BATCH_TYPES: dict[str, tuple[type, ...]] = {
+    "text": (str,), "image": (str,), "video": (str,), "audio": (str,), "weights": (dict,), "outputs": (str, list),
+    "seed": (int,), "steps": (int,), "guidance": _NUMBER, "sampler": (str,), "coupling": (str,),
+    "partner_weight": _NUMBER, "num_samples": (int,), "text_temperature": _NUMBER,
+}  # fmt: skip
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -175,7 +185,9 @@ def request_from_args(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def read_batch(path: str | Path) -> list[dict[str, Any]]:
-    requests = []
+    """The requests of a JSONL batch, every line checked before anything runs (keys, value types, unique ids)."""
+    requests: list[dict[str, Any]] = []
+    seen: dict[str, int] = {}
     for n, line in enumerate(Path(path).read_text().splitlines(), start=1):
         if not line.strip():
             continue
@@ -189,8 +201,17 @@ def read_batch(path: str | Path) -> list[dict[str, Any]]:
         if unknown:
             raise InputError(f"{path}:{n}: unknown keys {sorted(unknown)}; allowed: {sorted(BATCH_KEYS)}")
         req.setdefault("id", f"{n:04d}")
-        if not str(req["id"]).replace("-", "").replace("_", "").isalnum():
-            raise InputError(f"{path}:{n}: id {req['id']!r} must be letters, digits, '-' or '_'")
+        rid = req["id"]
+        if not isinstance(rid, (str, int)) or not ID_PATTERN.fullmatch(str(rid)):
+            raise InputError(f"{path}:{n}: id {rid!r} must be 1-64 ASCII letters, digits, '-' or '_'")
+        if str(rid) in seen:
+            raise InputError(f"{path}:{n}: id {rid!r} is also line {seen[str(rid)]}'s: each request needs its own")
+        seen[str(rid)] = n
+        for key, kinds in BATCH_TYPES.items():
+            value = req.get(key)
+            if value is not None and (not isinstance(value, kinds) or isinstance(value, bool)):
+                names = " or ".join(k.__name__ for k in kinds)
+                raise InputError(f"{path}:{n}: {key} must be {names}, got {type(req[key]).__name__} {req[key]!r}")
         requests.append(req)
     if not requests:
         raise InputError(f"{path} holds no requests")
@@ -279,11 +300,11 @@ def generate(args: argparse.Namespace) -> int:
             update, bar = _progress_bar(args.quiet, str(req.get("id", "generate")))
             try:
                 result = run_request(pipe, req, folder, update)
-            except NotEnoughMemoryError as e:
+            except (NotEnoughMemoryError, InputError, MediaError, FileNotFoundError, ValueError) as e:
                 if not args.batch:
                     raise
                 print(f"{folder}: error: {e}", file=sys.stderr)  # the pipeline stays usable: go on
-                rows.append({"id": req.get("id"), "process": share.rank, "error": str(e)})
+                rows.append({"id": req.get("id"), "process": share.rank, "error": f"{type(e).__name__}: {e}"})
                 continue
             finally:
                 if bar is not None:

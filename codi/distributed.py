@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 SUMMARY = "summary.json"
+ERRORS = "errors.jsonl"
 
 
 def launched() -> bool:
@@ -77,4 +78,10 @@ def write_summary(out: Path, share: Share, rows: list[dict[str, Any]]) -> Path |
     failed = sum(1 for r in merged if r.get("error"))
     summary = {"processes": share.world, "requests": len(merged), "failed": failed, "results": merged}
     (out / SUMMARY).write_text(json.dumps(summary, indent=2) + "\n")
+    errors = out / ERRORS
+    errors.unlink(missing_ok=True)
+    if failed:  # one line per failed request, the batch went on without it
+        errors.write_text(
+            "".join(json.dumps({"id": r["id"], "error": r["error"]}) + "\n" for r in merged if r.get("error"))
+        )
     return out / SUMMARY

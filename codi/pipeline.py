@@ -149,7 +149,7 @@ class CoDiPipeline:
 
         if name not in ("tiny", "official") and not Path(name).exists():
             name = snapshot_of(name)  # a Hub repository holding a converted model
-        device = torch.device(device or "cpu")
+        device = check_device(device or "cpu")
         dtype = _parse_dtype(dtype)
         storage = torch.device("cpu") if offload == "model" else device
         model, weights, source = open_model(name, device=storage, dtype=dtype, **kwargs)
@@ -463,6 +463,23 @@ class CoDiPipeline:
                 sr = vae.sample_rate
                 r.audios = [AudioClip(waveform=w.reshape(-1)[:n].astype(np.float32), sample_rate=sr) for w in wave]
         return r
+
+
+def check_device(device: torch.device | str) -> torch.device:
+    """The device, or an InputError saying why it cannot be used (unknown name, no such GPU) before any loading."""
+    try:
+        device = torch.device(device)
+    except RuntimeError:
+        raise InputError(f"unknown device {str(device)!r}: use cpu, cuda, cuda:N or mps") from None
+    if device.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0:
+            raise InputError(f"device {device}: no CUDA GPU is available here (torch {torch.__version__}); use cpu")
+        if device.index is not None and device.index >= count:
+            raise InputError(f"device {device}: this machine has {count} CUDA GPU(s), cuda:0 to cuda:{count - 1}")
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        raise InputError("device mps: Apple's Metal backend is not available here; use cpu")
+    return device
 
 
 def _describe(value: Any) -> Any:

@@ -152,12 +152,50 @@ def test_batch_loads_model_once_and_writes_per_id(model_dir: Path, media: dict[s
     assert first["params"]["text_temperature"] == 0.5
 
 
+def test_a_failing_batch_line_is_recorded_and_the_rest_runs(model_dir: Path, tmp_path: Path, capsys) -> None:
+    batch = tmp_path / "requests.jsonl"
+    lines = [
+        {"id": "ok-1", "text": "a red ball", "outputs": "image", "seed": 1, "steps": 2},
+        {"id": "broken", "image": str(tmp_path / "missing.png"), "outputs": "text", "steps": 2},
+        {"id": "ok-2", "text": "a blue box", "outputs": "text", "seed": 2, "steps": 2},
+    ]
+    batch.write_text("\n".join(json.dumps(x) for x in lines) + "\n")
+    out = tmp_path / "o"
+    assert main(["generate", "--model", str(model_dir), "--batch", str(batch), "--out", str(out), "--quiet"]) == 2
+    assert (out / "ok-1" / "image.png").exists() and (out / "ok-2" / "text.txt").exists()  # it went on
+    errors = [json.loads(line) for line in (out / "errors.jsonl").read_text().splitlines()]
+    assert [e["id"] for e in errors] == ["broken"] and "missing.png" in errors[0]["error"]
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["failed"] == 1 and [r["id"] for r in summary["results"]] == ["broken", "ok-1", "ok-2"]
+    assert "Traceback" not in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("lines", "message"),
+    [
+        ([{"id": "a", "text": "x"}, {"id": "a", "text": "y"}], "line 1's: each request needs its own"),
+        ([{"id": "../../etc", "text": "x"}], "must be 1-64 ASCII letters"),
+        ([{"id": "x" * 65, "text": "x"}], "must be 1-64 ASCII letters"),
+        ([{"text": "x", "steps": "20"}], "steps must be int, got str"),
+        ([{"text": "x", "seed": True}], "seed must be int, got bool"),
+        ([{"text": "x", "weights": [1, 2]}], "weights must be dict, got list"),
+    ],
+)
+def test_bad_batches_are_refused_before_anything_runs(tmp_path: Path, capsys, lines, message) -> None:
+    batch = tmp_path / "requests.jsonl"
+    batch.write_text("\n".join(json.dumps(x) for x in lines) + "\n")
+    assert main(["generate", "--model", "tiny", "--batch", str(batch), "--out", str(tmp_path / "o")]) == 2
+    assert message in capsys.readouterr().err and not (tmp_path / "o").exists()
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [
         (["--image", "/nope.png", "--outputs", "text"], "cannot read image"),
         (["--text", "a", "--weight", "text", "--outputs", "image"], "MODALITY=W"),
         (["--text", "a", "--outputs", "image,smell"], "unknown modality"),
+        (["--text", "a", "--device", "cuda"], "no CUDA GPU is available"),
+        (["--text", "a", "--device", "tpu9"], "unknown device 'tpu9'"),
     ],
 )
 def test_errors_are_messages_not_tracebacks(model_dir: Path, tmp_path: Path, capsys, args, message) -> None:

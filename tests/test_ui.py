@@ -100,6 +100,7 @@ def test_page_builds_with_named_api(engine, tmp_path):
     assert [f.api_name for f in public] == ["generate"]  # the one public endpoint; UI-only events are private
     assert public[0].concurrency_limit == 1 and public[0].concurrency_id == "model"
     assert demo._queue.max_size == 16
+    assert demo.delete_cache == (3600, 86400)  # Gradio's upload cache is cleaned
     config = str(demo.get_config_file())
     assert "Model: tiny" in config and "CoDi Studio" in config
     assert engine.outputs == ["text", "image", "video", "audio"]
@@ -206,6 +207,20 @@ def test_export_recording_as_example(studio):
     form = dict(zip(FORM_FIELDS, rows[-1][1:]))
     assert form["text"] == "a yellow box" and form["outputs"] == ["audio"] and form["steps"] == STEPS
     assert form["seed"] == 3 and form["randomize_seed"] is False
+
+
+def test_export_never_replaces_an_example_and_reload_stays_in_the_recording(studio):
+    out = generate(studio, text="a red circle", seed=4)
+    studio.save(out["run_folder"], "twice")
+    rec = list_recordings(studio.recordings_dir)[0]
+    studio.export(rec.id, "Same title")
+    studio.export(rec.id, "Same title")
+    ids = [e.id for e in load_examples(studio.examples_path)]
+    assert ids[-2:] == ["same-title", "same-title-2"] and len(ids) == len(set(ids))
+    request = json.loads((rec.folder / "request.json").read_text())
+    (rec.folder / "request.json").write_text(json.dumps(request | {"image": "../../../../etc/hostname"}))
+    with pytest.raises(gr.Error, match="outside the folder"):
+        studio.reload(rec.id)
 
 
 def test_delete_and_failed_save_leave_nothing_behind(studio, engine, monkeypatch):

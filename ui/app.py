@@ -258,7 +258,8 @@ def create_demo(
     """
     studio = Studio(engine, recordings_dir, examples_path)
     generate = on_gpu(studio.generate, engine.defaults["steps"])  # ZeroGPU when `spaces` is there, else unchanged
-    with gr.Blocks(title="CoDi Studio", analytics_enabled=False) as demo:
+    # Gradio's upload cache: files older than a day removed every hour (it otherwise grows by each request's inputs)
+    with gr.Blocks(title="CoDi Studio", analytics_enabled=False, delete_cache=(3600, 86400)) as demo:
         gr.HTML(header_html())
         page = _banner(engine)
         with gr.Tabs() as tabs:

@@ -345,10 +345,13 @@ def model_info(pipe: CoDiPipeline, model: str, device: str, dtype: str) -> Model
 
 def read_run_request(folder: str | Path) -> GenerationRequest:
     """The request stored in a run or recording folder, its input paths made absolute."""
-    folder = Path(folder)
+    folder = Path(folder).resolve()
     request = GenerationRequest.from_dict(json.loads((folder / REQUEST_FILE).read_text()))
     for name in INPUT_FILE_MODALITIES:
         rel = getattr(request, name)
         if rel:
-            setattr(request, name, str((folder / rel).resolve()))
+            path = (folder / rel).resolve()
+            if not path.is_relative_to(folder):  # a hand-edited request.json cannot reach other files
+                raise InputError(f"{folder / REQUEST_FILE}: its {name} input {rel!r} is outside the folder")
+            setattr(request, name, str(path))
     return request

@@ -106,17 +106,23 @@ def make_entry(
 
 
 def export_example(recording: Recording, path: str | Path = DEFAULT_EXAMPLES, title: str = "") -> Example:
-    """Adds a recording to the example gallery (its inputs copied beside examples.json; same id replaced).
+    """Adds a recording to the example gallery (its inputs copied beside examples.json). A title whose id is
+    taken gets the next free one ('my-title-2'), so an export never replaces another example.
 
     Returns:
         the new Example.
     """
     path = Path(path)
     title = title.strip() or recording.title
-    example_id = slugify(title)
+    taken = {e.get("id") for e in read_entries(path)}
+    example_id = base = slugify(title)
+    for k in range(2, len(taken) + 3):
+        if example_id not in taken:
+            break
+        example_id = f"{base}-{k}"
     request = GenerationRequest.from_dict(recording.request.to_dict())
     sources = {n: Path(getattr(request, n)) for n in INPUT_FILE_MODALITIES if getattr(request, n)}
     entry = make_entry(example_id, title, recording.model or "any", request, path.parent, sources)
-    entries = [e for e in read_entries(path) if e.get("id") != example_id] + [entry]
+    entries = [*read_entries(path), entry]
     write_entries(path, entries)
     return from_entry(entry, path.parent)
