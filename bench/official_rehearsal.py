@@ -42,6 +42,7 @@ def run_case(name: str, args: argparse.Namespace, cache: Path, out: Path) -> dic
     cmd = [sys.executable, "-m", "codi", "generate", "--model", "official", "--device", args.device]
     cmd += ["--dtype", args.dtype, "--steps", str(args.steps), "--seed", "0", "--quiet", "--out", str(folder)]
     cmd += ["--offload", args.offload, *CASES[name]] + (["--compile"] if getattr(args, "compile", False) else [])
+    cmd += ["--sampler", getattr(args, "sampler", None) or "ddim"]
     env = {**os.environ, "HF_HUB_CACHE": str(cache), "HF_HUB_OFFLINE": "1"}
     start = time.perf_counter()
     proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True)
@@ -68,6 +69,7 @@ def main() -> int:
     p.add_argument("--device", default="cpu")
     p.add_argument("--dtype", default="bfloat16", choices=["float32", "float16", "bfloat16"])
     p.add_argument("--steps", type=int, default=2)
+    p.add_argument("--sampler", default="ddim", choices=["ddim", "dpm"])
     p.add_argument("--offload", default="none", choices=["none", "model"])
     p.add_argument("--cases", default=DEFAULT_CASES, help="comma list of: " + ", ".join(CASES))
     p.add_argument("--cache", default=None, help="rehearsal cache root (default: codi.rehearsal's)")
@@ -82,7 +84,7 @@ def main() -> int:
         row = run_case(name.strip(), args, cache, Path(args.out))
         rows.append(row)
         print(json.dumps(row), flush=True)
-    print(f"\n| case | total s | s / step | peak GB ({args.device}, {args.dtype}, {args.steps} steps) |")
+    print(f"\n| case | total s | s / step | peak GB ({args.device}, {args.dtype}, {args.steps} {args.sampler} steps) |")
     print("|---|---|---|---|")
     for r in rows:
         if "error" in r:

@@ -273,9 +273,13 @@ class CoDiPipeline:
 
         def predict(x, t, context):
             w = torch.full((context.shape[0],), float(partner_weight), device=context.device)  # [B] or [2B]
+            envs = None
             if context.shape[0] == 2 * b:  # guided: rows [uncond; cond], partners join the condition only
                 w[:b] = 0.0
-            return diffusion(x, t, context, mode=coupling, partner_weight=w, leader_env=leader_env)
+                if len(x) > 1:  # the environment encoders see x_t and t, not the condition: one half serves both
+                    half = diffusion.environments({m: v[b:] for m, v in x.items()}, t[b:])  # [B, 1, C_env] each
+                    envs = {m: torch.cat([e, e]) for m, e in half.items()}
+            return diffusion(x, t, context, mode=coupling, partner_weight=w, leader_env=leader_env, envs=envs)
 
         return guided(predict, cond, uncond, guidance)
 

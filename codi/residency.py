@@ -189,6 +189,7 @@ class ComponentManager:
         start = time.perf_counter()
         tensors = self.source.read(self.keys[name], self.storage_device, self.dtype)
         assign(self.model, tensors)
+        del tensors  # the model holds them now, so each kernel's old layout is freed as soon as it is replaced
         channels_last_convs(self.model)
         self.resident[name] = None
         self.loaded_log.append(name)
