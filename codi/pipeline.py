@@ -159,7 +159,7 @@ class CoDiPipeline:
             manager.load_all()
         if compile:
             for unet in model.diffusion.children():
-                unet.compile()
+                unet.compile(dynamic=False)  # one graph per latent shape (dynamic shapes fail in conv lowering)
         return cls(model, device=device, dtype=dtype, source=source, components=manager)
 
     @classmethod
