@@ -26,7 +26,9 @@ from codi.world import render_audio, render_image, render_video, sample_scene
 
 HALF = [torch.float16, torch.bfloat16]
 OUTPUT_SETS = [s for n in range(1, 5) for s in itertools.combinations(ALL_MODALITIES, n)]  # the 15 non-empty
-CALL = dict(steps=2, guidance_scale=2.0, seed=7)  # guidance != 1: the unconditional half runs too
+# guidance != 1: the unconditional half runs too. DDIM, as the bounds below were measured with it: with DPM-Solver++
+# (the default since) the fixture model's float16 text latent of the four-output call ends 0.098 from float32.
+CALL = dict(steps=2, guidance_scale=2.0, seed=7, sampler="ddim")
 
 SCENE = sample_scene(np.random.default_rng(3), color="blue", shape="square", motion="left")
 TINY_INPUTS = {

@@ -82,7 +82,10 @@ def _inputs(defaults: dict[str, Any], outputs: list[str]) -> Components:
             )
         with gr.Row():
             c["sampler"] = gr.Radio(
-                [("DDIM (official)", "ddim"), ("DPM-Solver++", "dpm")], value=defaults["sampler"], label="Sampler"
+                [("DPM-Solver++", "dpm"), ("DDIM (official)", "ddim")],
+                value=defaults["sampler"],
+                label="Sampler",
+                info="DPM-Solver++ at 25 steps (default) scores as DDIM at 50 on the eval, in half the steps",
             )
             c["coupling"] = gr.Radio(
                 [("Official code", "official"), ("Paper", "paper")],
@@ -360,6 +363,7 @@ def examples_cache_folder(studio: Studio) -> Path:
     result computed by one model (or for an edited example) is never shown for another."""
     info = studio.engine.info
     model = [info.name, info.source, info.device, info.dtype, info.random_weights, FORM_FIELDS, RESULT_FIELDS]
+    model.append(studio.engine.defaults)  # an example leaving steps or the sampler to the model follows its defaults
     entries = [e.request.to_dict() | {"id": e.id} for e in studio.example_list()]
     digest = hashlib.sha256(json.dumps([model, entries], sort_keys=True, default=str).encode())
     for e in studio.example_list():  # the input files' bytes count too

@@ -33,9 +33,9 @@ PURPOSES = {
         "and triangles that move up, down, left, right or stay still, and tones whose pitch, timbre and glide say "
         "the same. Try “a red circle” or “a blue box sliding left”: colours come out right almost always, shapes and "
         "motion in 85-100 % of held-out prompts (EVAL.md), and a jointly generated video and sound agree on their "
-        "motion 85 % of the time. Weaker: shapes of captions (image→text 79 %) and anything read zero-shot across "
-        "audio and images (67-77 % shape). It runs offline on a CPU in a second or two and knows nothing outside "
-        "that world."
+        "motion about 4 times in 5 (77-85 % across draws and samplers). Weaker: shapes of captions (image→text "
+        "79 %) and anything read zero-shot across audio and images (65-79 % shape). It runs offline on a CPU in a "
+        "second or two and knows nothing outside that world."
     ),
     "official": (
         "The released CoDi weights (ZinengTang/CoDi): open-domain text, images, 8-frame video and 10 s audio. "
