@@ -53,8 +53,10 @@ class WeightSource(ABC):
 
 
 def cast(t: Tensor, device: torch.device, dtype: torch.dtype) -> Tensor:
-    """Floating tensors to `dtype`, every tensor to `device` (no copy when nothing changes)."""
-    return t.to(device=device, dtype=dtype if t.is_floating_point() else t.dtype)
+    """Floating tensors to `dtype`, every tensor to `device` (no copy when nothing changes); 4-D tensors (the
+    convolution kernels) come out channels-last, the layout `channels_last_convs` wants, in the same copy."""
+    fmt = torch.channels_last if t.ndim == 4 else torch.preserve_format
+    return t.to(device=device, dtype=dtype if t.is_floating_point() else t.dtype, memory_format=fmt)
 
 
 _SAFETENSORS_DTYPES = {
