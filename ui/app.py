@@ -39,7 +39,7 @@ def _title(text: str, hint: str = "") -> str:
 
 
 def _weight(label: str) -> gr.Slider:
-    return gr.Slider(0, 2, value=1.0, step=0.05, label=label, min_width=160, elem_id=f"{label.lower()}-weight")
+    return gr.Slider(0, 2, value=1.0, step=0.05, label=label, min_width=200, elem_id=f"{label.lower()}-weight")
 
 
 def _inputs(defaults: dict[str, Any], outputs: list[str]) -> Components:
