@@ -220,7 +220,7 @@ def read_batch(path: str | Path) -> list[dict[str, Any]]:
 
 def run_request(pipe: CoDiPipeline, req: dict[str, Any], out: Path, progress=None) -> GenerationResult:
     inputs = {k: req[k] for k in ("text", "image", "video", "audio") if req.get(k) not in (None, "")}
-    outputs = req.get("outputs") or "image"
+    outputs = req["outputs"] if req.get("outputs") is not None else "image"  # "" is refused, not taken as image
     result = pipe(
         inputs=inputs,
         outputs=outputs,
@@ -231,7 +231,7 @@ def run_request(pipe: CoDiPipeline, req: dict[str, Any], out: Path, progress=Non
         sampler=req.get("sampler"),
         coupling=req.get("coupling"),
         partner_weight=req.get("partner_weight"),
-        num_samples=int(req.get("num_samples") or 1),
+        num_samples=req["num_samples"] if req.get("num_samples") is not None else 1,  # 0 is refused, not taken as 1
         text_temperature=req.get("text_temperature"),
         progress=progress,
     )

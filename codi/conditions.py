@@ -58,6 +58,8 @@ def collect_conditions(
         if m is Modality.AUDIO and isinstance(value, list):
             values = value
         pairs += [(m, v) for v in values if not _is_empty(v)]
+    if weights is not None and not isinstance(weights, Mapping):
+        raise InputError(f"weights must map a modality to a weight, e.g. {{'text': 1.0}}, got {type(weights).__name__}")
     w = {parse_modality(k): v for k, v in (weights or {}).items()}
     unknown = set(w) - {m for m, _ in pairs}
     if unknown:
@@ -69,6 +71,8 @@ def collect_conditions(
         i = counts.get(m, 0)
         counts[m] = i + 1
         given = w.get(m, 1.0)
+        if isinstance(given, (list, tuple)) and i >= len(given):
+            raise InputError(f"{len(given)} weight(s) for the {m.value} inputs, but there are more {m.value} inputs")
         weight = given[i] if isinstance(given, (list, tuple)) else given
         try:
             weight = float(weight)

@@ -328,7 +328,11 @@ class CoDiPipeline:
         """
         t0 = time.perf_counter()
         d = self.config.defaults
-        steps = int(steps if steps is not None else d.steps)
+        steps = _whole("steps", steps if steps is not None else d.steps)
+        num_samples = _whole("num_samples", num_samples)
+        if outputs is None:
+            raise InputError("choose at least one output: text, image, video or audio")
+        _check_text(inputs)
         guidance = float(guidance_scale if guidance_scale is not None else d.guidance_scale)
         sampler = Sampler(sampler or d.sampler)
         coupling = CouplingMode(coupling or d.coupling)
@@ -467,6 +471,30 @@ class CoDiPipeline:
                 sr = vae.sample_rate
                 r.audios = [AudioClip(waveform=w.reshape(-1)[:n].astype(np.float32), sample_rate=sr) for w in wave]
         return r
+
+
+def _whole(name: str, value: Any) -> int:
+    """An integer argument: ints (and 2.0) pass; 2.7, "2", True and the like are refused, never rounded."""
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+        raise InputError(f"{name} must be a whole number, got {type(value).__name__} {value!r}")
+    if not float(value).is_integer():
+        raise InputError(f"{name} must be a whole number, got {value}")
+    return int(value)
+
+
+def _check_text(inputs: Any) -> None:
+    """Text inputs must encode as UTF-8 (a lone surrogate, e.g. from a broken JSON escape, cannot)."""
+    pairs = inputs.items() if isinstance(inputs, Mapping) else [p for p in inputs or [] if isinstance(p, tuple)]
+    for key, value in (p for p in pairs if len(p) == 2):
+        for text in value if isinstance(value, (list, tuple)) else [value]:
+            if isinstance(text, str):
+                try:
+                    text.encode("utf-8")
+                except UnicodeEncodeError as e:
+                    raise InputError(
+                        f"the {key} input has an invalid character at position {e.start} "
+                        f"({text[e.start]!r}, a lone surrogate): it cannot be encoded"
+                    ) from None
 
 
 def check_device(device: torch.device | str) -> torch.device:

@@ -195,6 +195,8 @@ def test_bad_batches_are_refused_before_anything_runs(tmp_path: Path, capsys, li
         (["--text", "a", "--weight", "text", "--outputs", "image"], "MODALITY=W"),
         (["--text", "a", "--outputs", "image,smell"], "unknown modality"),
         (["--text", "a", "--device", "cuda"], "no CUDA GPU is available"),
+        (["--text", "a", "--outputs", ""], "choose at least one output"),
+        (["--text", "a", "--num-samples", "0"], "number of samples must be between 1 and 16, got 0"),
         (["--text", "a", "--device", "tpu9"], "unknown device 'tpu9'"),
     ],
 )

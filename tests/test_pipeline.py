@@ -168,6 +168,13 @@ def test_num_samples_and_bf16(pipe: CoDiPipeline) -> None:
         (dict(inputs={"image": "/no/such/file.png"}), "cannot read image"),
         (dict(inputs={"audio": "/no/such/file.wav"}), "audio file not found"),
         (dict(inputs={"text": 5}), "text input must be a string"),
+        (dict(num_samples="2"), "num_samples must be a whole number, got str"),
+        (dict(steps=2.7), "steps must be a whole number, got 2.7"),
+        (dict(steps=True), "steps must be a whole number, got bool"),
+        (dict(outputs=None), "choose at least one output"),
+        (dict(inputs={"text": "a"}, weights=[1, 2]), "weights must map a modality to a weight"),
+        (dict(inputs=[("text", "a"), ("text", "b")], weights={"text": [1.0]}), r"1 weight\(s\) for the text inputs"),
+        (dict(inputs={"text": "a\ud800b"}), "lone surrogate"),
     ],
 )
 def test_bad_requests_raise_clear_errors(pipe: CoDiPipeline, kwargs, message) -> None:
