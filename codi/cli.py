@@ -211,7 +211,7 @@ def read_batch(path: str | Path) -> list[dict[str, Any]]:
             value = req.get(key)
             if value is not None and (not isinstance(value, kinds) or isinstance(value, bool)):
                 names = " or ".join(k.__name__ for k in kinds)
-                raise InputError(f"{path}:{n}: {key} must be {names}, got {type(req[key]).__name__} {req[key]!r}")
+                raise InputError(f"{path}:{n}: {key} must be {names}, got {type(value).__name__} {value!r}")
         requests.append(req)
     if not requests:
         raise InputError(f"{path} holds no requests")

@@ -205,6 +205,13 @@ def load_condition_value(c: Condition, media: MediaConfig) -> Any:
         if c.modality is Modality.TEXT:
             if not isinstance(c.value, str):
                 raise InputError(f"the text input must be a string, got {type(c.value).__name__}")
+            try:
+                c.value.encode("utf-8")
+            except UnicodeEncodeError as e:  # a lone surrogate, e.g. from a broken JSON escape
+                raise InputError(
+                    f"the text input has an invalid character at position {e.start} ({c.value[e.start]!r}, a lone "
+                    "surrogate): it cannot be encoded"
+                ) from None
             return c.value
         if c.modality is Modality.IMAGE:
             return _to_pil(c.value)

@@ -247,13 +247,6 @@ def probe_media(path: Path) -> MediaProbe:
     )
 
 
-def _probe(path: Path) -> tuple[int, int, float, bool]:
-    """Displayed width, height, fps and whether an audio stream exists (see `probe_media`)."""
-    probe = probe_media(path)
-    w, h = _video_size(probe, path.name, MediaLimits.from_env())
-    return w, h, probe.fps, probe.has_audio
-
-
 def _video_size(probe: MediaProbe, name: str, limits: MediaLimits) -> tuple[int, int]:
     """The probed (width, height), or a MediaError saying why the file has no usable picture."""
     if probe.video_size is None:

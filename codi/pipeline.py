@@ -75,8 +75,10 @@ class GenerationResult:
         return self.audios[0] if self.audios else None
 
 
-def parse_outputs(outputs: Iterable[str | Modality] | str) -> list[Modality]:
+def parse_outputs(outputs: Iterable[str | Modality] | str | None) -> list[Modality]:
     """['image', 'audio'] or 'image,audio' -> modalities in canonical order (text, image, video, audio)."""
+    if outputs is None:
+        outputs = []
     if isinstance(outputs, str):
         outputs = [o for o in outputs.split(",") if o.strip()]
     chosen = {parse_modality(o) for o in outputs}
@@ -330,9 +332,6 @@ class CoDiPipeline:
         d = self.config.defaults
         steps = _whole("steps", steps if steps is not None else d.steps)
         num_samples = _whole("num_samples", num_samples)
-        if outputs is None:
-            raise InputError("choose at least one output: text, image, video or audio")
-        _check_text(inputs)
         guidance = float(guidance_scale if guidance_scale is not None else d.guidance_scale)
         sampler = Sampler(sampler or d.sampler)
         coupling = CouplingMode(coupling or d.coupling)
@@ -480,21 +479,6 @@ def _whole(name: str, value: Any) -> int:
     if not float(value).is_integer():
         raise InputError(f"{name} must be a whole number, got {value}")
     return int(value)
-
-
-def _check_text(inputs: Any) -> None:
-    """Text inputs must encode as UTF-8 (a lone surrogate, e.g. from a broken JSON escape, cannot)."""
-    pairs = inputs.items() if isinstance(inputs, Mapping) else [p for p in inputs or [] if isinstance(p, tuple)]
-    for key, value in (p for p in pairs if len(p) == 2):
-        for text in value if isinstance(value, (list, tuple)) else [value]:
-            if isinstance(text, str):
-                try:
-                    text.encode("utf-8")
-                except UnicodeEncodeError as e:
-                    raise InputError(
-                        f"the {key} input has an invalid character at position {e.start} "
-                        f"({text[e.start]!r}, a lone surrogate): it cannot be encoded"
-                    ) from None
 
 
 def check_device(device: torch.device | str) -> torch.device:

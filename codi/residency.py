@@ -188,9 +188,7 @@ class ComponentManager:
             raise RuntimeError(f"component {name} was evicted and this model has no weight source to reload it")
         start = time.perf_counter()
         tensors = self.source.read(self.keys[name], self.storage_device, self.dtype)
-        assign(self.model, tensors)
-        del tensors  # the model holds them now, so each kernel's old layout is freed as soon as it is replaced
-        channels_last_convs(self.model)
+        assign(self.model, tensors)  # sources cast kernels straight into channels-last (codi.weights.cast)
         self.resident[name] = None
         self.loaded_log.append(name)
         seconds = time.perf_counter() - start

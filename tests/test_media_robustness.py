@@ -22,10 +22,10 @@ from codi.limits import MediaLimits, env_name
 from codi.media import (
     MediaError,
     VideoClip,
-    _probe,
     audio_from_array,
     ffmpeg_exe,
     image_from_array,
+    probe_media,
     read_audio,
     read_image,
     read_video,
@@ -227,7 +227,8 @@ def test_a_phone_video_with_a_rotation_tag_is_read_upright(tmp_path: Path) -> No
     assert clip.frames.shape == (5, 48, 32, 3)  # displayed size: portrait
     upright = np.rot90(frame)  # display rotation 90 = a quarter turn counter-clockwise
     assert np.abs(clip.frames.astype(int) - upright).max() <= 2
-    assert _probe(rotated) == (32, 48, 10.0, False)
+    probe = probe_media(rotated)
+    assert (probe.video_size, probe.fps, probe.has_audio) == ((32, 48), 10.0, False)
 
 
 def test_a_16_bit_grey_png_keeps_its_gradient(tmp_path: Path) -> None:

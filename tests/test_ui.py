@@ -124,11 +124,10 @@ def test_generate_text_to_image_and_audio(studio):
 
 
 def test_video_output_has_generated_audio_muxed(studio):
-    from codi.media import _probe
+    from codi.media import probe_media
 
     out = generate(studio, text="a blue square sliding left", outputs=["video", "audio"])
-    _, _, _, has_audio = _probe(Path(out["video_out"]))
-    assert has_audio and out["visible"]["video_out"] and out["visible"]["audio_out"]
+    assert probe_media(Path(out["video_out"])).has_audio and out["visible"]["video_out"] and out["visible"]["audio_out"]
 
 
 def test_random_seed_is_reported_and_reproduces(studio):

@@ -289,11 +289,7 @@ def _banner(engine: Engine) -> Components:
     from codi.hub import format_size, official_download_size
 
     c: Components = {"banner": gr.HTML(banner_html(engine.info), elem_id="banner")}
-    size = (
-        format_size(official_download_size(engine.load_args.get("official_variant", "fp16")))
-        if (engine.load_args)
-        else ""
-    )
+    size = format_size(official_download_size((engine.load_args or {}).get("official_variant", "fp16")))
     with gr.Row(visible=engine.can_download, elem_id="download-row") as c["download_row"]:
         c["download_btn"] = gr.Button(
             f"Download the released weights ({size})", variant="primary", scale=3, elem_id="download-btn"
@@ -325,7 +321,7 @@ def _examples(
     shows the example's result (computed on its first click, then kept on disk for every visitor)."""
     cache = caches_examples(cache)
     folder = examples_cache_folder(studio)
-    found, rows = studio.example_rows(folder / "cards")
+    _, rows = studio.example_rows(folder / "cards")
     if not rows:
         return None
     form_inputs = [form[k] for k in FORM_FIELDS]
@@ -335,7 +331,7 @@ def _examples(
         examples = gr.Examples(
             rows,
             inputs=[card, *form_inputs],
-            outputs=[result[k] if k != "seed" else form["seed"] for k in EXAMPLE_FIELDS],
+            outputs=_result_components(form, result, EXAMPLE_FIELDS),
             fn=studio.example_runner(generate),
             cache_examples=cache,
             cache_mode="lazy",
@@ -351,6 +347,11 @@ def _examples(
     return examples
 
 
+def _result_components(form: Components, result: Components, fields: tuple[str, ...]) -> list[Any]:
+    """The components of `fields` in order: the result panel's, and the form's seed (a run writes back its seed)."""
+    return [form["seed"] if k == "seed" else result[k] for k in fields]
+
+
 def caches_examples(requested: bool | None) -> bool:
     """Whether example results are cached: as `requested`, else on a Space or with GRADIO_CACHE_EXAMPLES set."""
     if requested is not None:
@@ -362,11 +363,12 @@ def examples_cache_folder(studio: Studio) -> Path:
     """Where the example cache lives: Gradio's cache folder, then one folder per model and example list, so a
     result computed by one model (or for an edited example) is never shown for another."""
     info = studio.engine.info
-    model = [info.name, info.source, info.device, info.dtype, info.random_weights, FORM_FIELDS, RESULT_FIELDS]
+    model = [info.name, info.source, info.device, info.dtype, info.random_weights, FORM_FIELDS, EXAMPLE_FIELDS]
     model.append(studio.engine.defaults)  # an example leaving steps or the sampler to the model follows its defaults
-    entries = [e.request.to_dict() | {"id": e.id} for e in studio.example_list()]
+    examples = studio.example_list()
+    entries = [e.request.to_dict() | {"id": e.id} for e in examples]
     digest = hashlib.sha256(json.dumps([model, entries], sort_keys=True, default=str).encode())
-    for e in studio.example_list():  # the input files' bytes count too
+    for e in examples:  # the input files' bytes count too
         for path in filter(None, (e.request.image, e.request.video, e.request.audio)):
             digest.update(Path(path).read_bytes() if Path(path).is_file() else path.encode())
     base = Path(os.environ.get("GRADIO_EXAMPLES_CACHE", ".gradio/cached_examples"))
@@ -388,7 +390,7 @@ def _env(name: str, value: str) -> Iterator[None]:
 
 def _wire(demo, studio: Studio, tabs, form: Components, result: Components, hist: Components, generate, examples):
     form_inputs = [form[k] for k in FORM_FIELDS]
-    result_outputs = [result[k] if k != "seed" else form["seed"] for k in RESULT_FIELDS]
+    result_outputs = _result_components(form, result, RESULT_FIELDS)
     run = {
         "concurrency_limit": 1,
         "concurrency_id": "model",
