@@ -473,7 +473,10 @@ def write_audio(clip: AudioClip, path: str | Path) -> Path:
 
 
 def write_video(clip: VideoClip, path: str | Path, audio: AudioClip | None = None) -> Path:
-    """H.264 mp4 (yuv420p, even sizes), with `audio` muxed as AAC when given (cut or padded to the frames)."""
+    """H.264 mp4 (yuv420p, even sizes), with `audio` muxed as AAC when given, cut or padded with silence to the
+    frames' duration. The same frames and audio give the same bytes: ffmpeg's `-shortest` with `apad` stopped at a
+    point that depended on thread timing (the muxed file lasted 1.0 s or 1.98 s for the same 1 s of frames), so the
+    audio is cut here, in samples, and the file carries no encoder version or time stamp (bitexact)."""
     path = Path(path)
     frames = np.ascontiguousarray(clip.frames, dtype=np.uint8)
     t, h, w, _ = frames.shape
@@ -482,11 +485,12 @@ def write_video(clip: VideoClip, path: str | Path, audio: AudioClip | None = Non
         frames = np.pad(frames, ((0, 0), (0, pad_h), (0, pad_w), (0, 0)), mode="edge")
         h, w = h + pad_h, w + pad_w
     video_in = ["-f", "rawvideo", "-pix_fmt", "rgb24", "-s", f"{w}x{h}", "-r", f"{clip.fps}", "-i", "-"]
+    bitexact = ["-fflags", "+bitexact", "-flags:v", "+bitexact", "-flags:a", "+bitexact", "-map_metadata", "-1"]
     with tempfile.TemporaryDirectory() as tmp:
         audio_in: list[str] = []
         if audio is not None:
-            wav = write_audio(audio, Path(tmp) / "a.wav")
-            audio_in = ["-i", str(wav), "-af", "apad", "-c:a", "aac", "-b:a", "128k", "-shortest"]
+            wav = write_audio(fit_audio(audio, t / clip.fps), Path(tmp) / "a.wav")
+            audio_in = ["-i", str(wav), "-map", "0:v", "-map", "1:a", "-c:a", "aac", "-b:a", "128k"]
         _run_ffmpeg(
             [
                 "-y",
@@ -498,6 +502,7 @@ def write_video(clip: VideoClip, path: str | Path, audio: AudioClip | None = Non
                 "yuv420p",
                 "-crf",
                 "18",
+                *bitexact,
                 "-movflags",
                 "+faststart",
                 str(path),
@@ -506,6 +511,15 @@ def write_video(clip: VideoClip, path: str | Path, audio: AudioClip | None = Non
             stdin=frames.tobytes(),
         )
     return path
+
+
+def fit_audio(audio: AudioClip, seconds: float) -> AudioClip:
+    """`audio` cut, or padded with silence, to round(seconds x rate) samples."""
+    n = round(seconds * audio.sample_rate)
+    wave = np.asarray(audio.waveform, dtype=np.float32)[:n]
+    if len(wave) < n:
+        wave = np.concatenate([wave, np.zeros(n - len(wave), np.float32)])
+    return AudioClip(waveform=wave, sample_rate=audio.sample_rate)
 
 
 def write_json(obj: dict, path: str | Path) -> Path:

@@ -20,10 +20,12 @@ from codi import audio_dsp
 from codi.audio_dsp import EXACT_KERNEL_MAX_TAPS, exact_kernel_taps, resample
 from codi.limits import MediaLimits, env_name
 from codi.media import (
+    AudioClip,
     MediaError,
     VideoClip,
     audio_from_array,
     ffmpeg_exe,
+    fit_audio,
     image_from_array,
     probe_media,
     read_audio,
@@ -332,3 +334,29 @@ def test_float_frames_in_zero_one_reach_the_model_as_pictures_not_black():
     assert abs(float(tensor.mean())) < 0.01  # 0.5 -> 128 -> ~0, not -1 (black)
     with pytest.raises(MediaError, match=r"must lie in \[0, 1\]"):
         video_tensor(np.full((4, 16, 16, 3), 3.0, dtype=np.float32), tiny_config().media)
+
+
+@pytest.mark.parametrize("audio_seconds", [3.0, 0.5])
+def test_video_with_sound_is_the_same_file_every_time_and_the_sound_lasts_as_long_as_the_frames(
+    tmp_path, audio_seconds
+):
+    """Issue 20, item 5: `-shortest` with `apad` let ffmpeg stop the sound at a timing-dependent point (the same
+    1 s of frames muxed into files of 1.0 s or 1.98 s); the sound is now cut or padded in samples first."""
+    rng = np.random.default_rng(0)
+    frames = (rng.random((8, 32, 32, 3)) * 255).astype(np.uint8)  # 1 s at 8 fps
+    sound = AudioClip((rng.standard_normal(int(16000 * audio_seconds)) * 0.1).astype(np.float32), 16000)
+    files = [write_video(VideoClip(frames, 8.0), tmp_path / f"v{i}.mp4", audio=sound) for i in range(4)]
+    assert len({f.read_bytes() for f in files}) == 1
+    assert probe_media(files[0]).duration == pytest.approx(1.0, abs=0.01)
+    track = read_audio(files[0])
+    assert track.seconds == pytest.approx(1.0, abs=1024 / 16000)  # one AAC frame at most
+    if audio_seconds < 1.0:  # padded with silence after the sound
+        tail = track.waveform[int(0.6 * track.sample_rate) : int(0.9 * track.sample_rate)]
+        assert np.abs(tail).max() < 1e-3
+
+
+def test_fit_audio_cuts_and_pads_to_the_sample():
+    wave = np.arange(1, 11, dtype=np.float32)
+    assert fit_audio(AudioClip(wave, 10), 0.5).waveform.tolist() == [1, 2, 3, 4, 5]
+    padded = fit_audio(AudioClip(wave, 10), 1.25).waveform
+    assert padded.tolist() == [*range(1, 11), 0, 0]  # round(12.5) = 12 samples

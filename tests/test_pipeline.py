@@ -73,6 +73,32 @@ def test_same_seed_same_result_and_order_does_not_matter(pipe: CoDiPipeline) -> 
     assert np.array_equal(np.asarray(r.image), np.asarray(again.image))
 
 
+def test_saved_files_repeat_byte_for_byte_and_thread_counts_change_only_rounding(pipe, tmp_path) -> None:
+    """What the README promises (issue 20, item 5): the same request on the same machine and thread count writes
+    the same bytes, video.mp4 with its sound included; another thread count sums in another order, which moves a
+    pixel by at most one level and leaves the words alone."""
+    from codi.results import save_result
+
+    kw = dict(inputs={"text": "a red circle moving left"}, outputs=["text", "image", "video", "audio"], steps=4)
+    threads = torch.get_num_threads()
+    names = ["image.png", "video.mp4", "audio.wav", "text.txt"]
+    try:
+        torch.set_num_threads(1)
+        runs = [pipe(**kw, seed=7) for _ in range(2)]
+        for i, r in enumerate(runs):
+            save_result(r, tmp_path / str(i))
+        assert all((tmp_path / "0" / n).read_bytes() == (tmp_path / "1" / n).read_bytes() for n in names)
+        torch.set_num_threads(2)
+        other = pipe(**kw, seed=7)
+    finally:
+        torch.set_num_threads(threads)
+    a = runs[0]
+    assert other.text == a.text
+    assert np.abs(np.asarray(other.image, np.int16) - np.asarray(a.image, np.int16)).max() <= 1
+    assert np.abs(other.video.frames.astype(np.int16) - a.video.frames.astype(np.int16)).max() <= 1
+    assert np.abs(other.audio.waveform - a.audio.waveform).max() < 1e-3
+
+
 def test_exact_step_count_and_progress(pipe: CoDiPipeline) -> None:
     for sampler, steps in (("ddim", 7), ("dpm", 5)):
         seen = []
