@@ -350,6 +350,10 @@ def download(precision: str, out: str | None, revision: str | None) -> int:
 
     weights = download_official(precision, revision=revision)
     print("\n".join(str(p) for p in weights.files))
+    if weights.commit:
+        print(
+            f"commit {weights.commit} (sizes and sha256 checked; pin it with CODI_OFFICIAL_REVISION={weights.commit})"
+        )
     if out is not None:
         return convert([str(p) for p in weights.files], out, False, precision, "float16")
     return 0

@@ -8,8 +8,10 @@ within seconds instead of a minute of retries. `download_official` is the explic
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
+import re
 import socket
 import threading
 import urllib.request
@@ -70,6 +72,12 @@ class OfficialWeights:
 
     files: tuple[Path, ...]
     variant: str
+    commit: str | None = None  # the repository commit the four files were downloaded at (None: taken from the cache)
+
+
+def pinned_revision(revision: str | None = None) -> str | None:
+    """`revision`, else $CODI_OFFICIAL_REVISION (a commit to pin the released files to), else None ('main')."""
+    return revision or os.environ.get("CODI_OFFICIAL_REVISION") or None
 
 
 def _check_precision(precision: str) -> None:
@@ -272,6 +280,7 @@ def fetch_official(
             or the Hub not answering within PROBE_TIMEOUT_S); the message names them, the cache, and the commands.
     """
     _check_precision(variant)
+    revision = pinned_revision(revision)
     cached = cached_official_files(variant, cache_dir, revision)
     missing = [name for name in OFFICIAL_FILES if name not in cached]
     if not missing:
@@ -290,7 +299,8 @@ def download_official(
     revision: str | None = None,
     progress: ProgressFn | None = None,
 ) -> OfficialWeights:
-    """Downloads the four released files into the Hugging Face cache and checks their sizes against the Hub.
+    """Downloads the four released files into the Hugging Face cache, all at one commit of the repository, and
+    checks each file's size and sha256 (cached files included) against what the Hub lists for that commit.
 
     Files already cached are not fetched again (huggingface_hub only compares them with the Hub). Within a
     download huggingface_hub resumes the stream after transient network errors; a file whose download fails
@@ -301,7 +311,8 @@ def download_official(
         precision: 'fp16' (checkpoints_fp16/, ~11.6 GB) or 'fp32' (repository root, ~36.5 GB). A file missing
             from the fp16 folder is taken from the root.
         cache_dir: Hugging Face cache folder (default: HF_HUB_CACHE, ~/.cache/huggingface/hub).
-        revision: repository revision (branch, tag or commit).
+        revision: repository revision (branch, tag or commit; default $CODI_OFFICIAL_REVISION, else 'main',
+            resolved to its commit once).
         progress: called with (bytes done, bytes in all, repository path of the file) as bytes arrive; without
             it huggingface_hub's own progress bars show (they show with it too, on a terminal).
     Returns:
@@ -312,6 +323,7 @@ def download_official(
             failed download, or a file whose size differs from the Hub's; the message says which and what to do.
     """
     _check_precision(precision)
+    revision = pinned_revision(revision)
     endpoint = hub_endpoint()
     reason = _offline_reason(None, endpoint)
     if reason is not None:
@@ -323,26 +335,42 @@ def download_official(
     return _download(precision, cache_dir, revision, progress, endpoint)
 
 
-def _hub_size(filename: str, revision: str | None, endpoint: str) -> int | None:
-    """Bytes of `filename` as the Hub reports them (one HEAD request, no retries): -1 when it gives no size,
-    None when it answers that the repository has no such file."""
+@dataclass(frozen=True)
+class HubFile:
+    """A released file as the Hub lists it at one commit."""
+
+    path: str  # repository path
+    size: int  # bytes, -1 when the Hub gives none
+    sha256: str | None  # content hash of a large (LFS) file: the Hub's ETag for it; None for small git files
+
+
+def _hub_file(filename: str, revision: str | None, endpoint: str) -> tuple[HubFile, str | None] | None:
+    """`filename` as the Hub lists it, and the commit `revision` resolves to (one HEAD request, no retries);
+    None when the Hub answers that the repository has no such file."""
     url = hf_hub_url(OFFICIAL_REPO, filename, revision=revision, endpoint=endpoint)
     try:
         metadata = get_hf_file_metadata(url, timeout=constants.HF_HUB_ETAG_TIMEOUT, endpoint=endpoint)
     except RemoteEntryNotFoundError:
         return None
-    return metadata.size if metadata.size is not None else -1
+    etag = (metadata.etag or "").strip('"').lower()
+    sha256 = etag if re.fullmatch(r"[0-9a-f]{64}", etag) else None  # a git blob's etag is a 40-digit sha1
+    size = metadata.size if metadata.size is not None else -1
+    return HubFile(filename, size, sha256), metadata.commit_hash
 
 
-def _hub_sources(precision: str, revision: str | None, endpoint: str) -> dict[str, tuple[str, int]]:
-    """{file name: (repository path, bytes or -1 if unknown)} from the Hub: the fp16 folder first, then the root."""
+def _hub_sources(precision: str, revision: str | None, endpoint: str) -> tuple[dict[str, HubFile], str | None]:
+    """{file name: HubFile} from the Hub, the fp16 folder first, then the root, and the commit they are listed at.
+
+    The first answer resolves `revision` (default 'main') to a commit; every later question and every download
+    names that commit, so the four files come from one version of the repository even if it changes meanwhile."""
     at = f"{OFFICIAL_REPO} (revision {revision or 'main'})"
-    sources: dict[str, tuple[str, int]] = {}
+    sources: dict[str, HubFile] = {}
+    commit: str | None = None
     for name in OFFICIAL_FILES:
         candidates = tuple(dict.fromkeys((repo_path(name, precision), name)))
         for filename in candidates:
             try:
-                size = _hub_size(filename, revision, endpoint)
+                found = _hub_file(filename, commit or revision, endpoint)
             except (RepositoryNotFoundError, RevisionNotFoundError) as e:
                 raise WeightsNotFoundError(f"{at} is not on the Hub: {e}") from e
             except (OSError, httpx2.TransportError) as e:
@@ -350,15 +378,15 @@ def _hub_sources(precision: str, revision: str | None, endpoint: str) -> dict[st
                     f"Could not ask the Hugging Face Hub ({endpoint}) about {filename}: {e.__class__.__name__}: {e}\n"
                     f"Check the connection and run again:\n  {_download_hint(precision)}"
                 ) from e
-            if size is not None:
-                sources[name] = (filename, size)
+            if found is not None:
+                sources[name], commit = found[0], commit or found[1]
                 break
         else:
             raise WeightsNotFoundError(
                 f"{at} has no {' nor '.join(candidates)}: the repository no longer holds the released files "
                 "(the Hub answered; this is not a network problem)."
             )
-    return sources
+    return sources, commit
 
 
 def _reporting_bar(report: Callable[[int], None]) -> type[hf_tqdm]:
@@ -394,23 +422,29 @@ def _download(
     precision: str, cache_dir: str | Path | None, revision: str | None, progress: ProgressFn | None, endpoint: str
 ) -> OfficialWeights:
     """Downloads (or finds cached) each released file, reporting bytes and checking sizes; the Hub answers."""
-    sources = _hub_sources(precision, revision, endpoint)
-    total = sum(size if size >= 0 else _released_size(filename) for filename, size in sources.values())
+    sources, commit = _hub_sources(precision, revision, endpoint)
+    pinned = commit or revision
+    total = sum(f.size if f.size >= 0 else _released_size(f.path) for f in sources.values())
     done = 0
     paths = []
     for name in OFFICIAL_FILES:
-        filename, size = sources[name]
+        file = sources[name]
         bar_class = None
         if progress is not None:
-            bar_class = _reporting_bar(_file_reporter(progress, done, total, filename, size))
-        path = _download_file(filename, precision, cache_dir, revision, endpoint, bar_class)
-        if size >= 0:
-            _check_size(path, size, filename, cache_dir, revision)
+            bar_class = _reporting_bar(_file_reporter(progress, done, total, file.path, file.size))
+        path = _download_file(file.path, precision, cache_dir, pinned, endpoint, bar_class)
+        if file.size >= 0:
+            _check_size(path, file.size, file.path, cache_dir, pinned)
+        if file.sha256 is not None:
+            _check_sha256(path, file.sha256, file.path, cache_dir, pinned)
         done += path.stat().st_size
         if progress is not None:
-            progress(done, total, filename)
+            progress(done, total, file.path)
         paths.append(path)
-    return OfficialWeights(files=tuple(paths), variant=precision)
+    if commit and commit != revision:
+        _point_ref(paths[0], revision or "main", commit)
+        log.info("%s: the four files are those of commit %s", OFFICIAL_REPO, commit)
+    return OfficialWeights(files=tuple(paths), variant=precision, commit=commit)
 
 
 def _download_file(
@@ -447,5 +481,35 @@ def _check_size(path: Path, size: int, filename: str, cache_dir: str | Path | No
         raise WeightsNotFoundError(
             f"{filename} is {actual:,} bytes in the cache ({path}) but the Hub lists {size:,} bytes: the file is "
             f"incomplete or corrupt. Fetch it again with:\n"
+            f"  hf download {OFFICIAL_REPO} {filename}{_cli_flags(cache_dir, revision)} --force-download"
+        )
+
+
+def _point_ref(downloaded: Path, ref: str, commit: str) -> None:
+    """Records in the cache that `ref` (a branch or tag) is `commit`, as huggingface_hub does when it downloads
+    by name: the files were fetched by commit, and later cache-only look-ups ask for the name."""
+    repo = next(p.parent for p in downloaded.parents if p.name == "snapshots")
+    target = repo / "refs" / ref
+    target.parent.mkdir(parents=True, exist_ok=True)
+    if not target.exists() or target.read_text().strip() != commit:
+        target.write_text(commit)
+
+
+def sha256_of(path: Path, chunk: int = 16 << 20) -> str:
+    """The file's sha256, read in 16 MB chunks (bounded memory for multi-GB checkpoints)."""
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        while block := f.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _check_sha256(path: Path, expected: str, filename: str, cache_dir: str | Path | None, revision: str | None) -> None:
+    """The content hash the Hub lists for a large file, checked on the bytes on disk (cached files included)."""
+    actual = sha256_of(path)
+    if actual != expected:
+        raise WeightsNotFoundError(
+            f"{filename} in the cache ({path}) has sha256 {actual} but the Hub lists {expected}: the file is "
+            f"corrupt. Fetch it again with:\n"
             f"  hf download {OFFICIAL_REPO} {filename}{_cli_flags(cache_dir, revision)} --force-download"
         )

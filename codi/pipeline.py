@@ -108,10 +108,6 @@ class CoDiPipeline:
         """
         self.model = model.eval()
         self.device = torch.device(device)
-        if self.device.type == "cpu":
-            # Subnormal floats (which small random or trained nets produce) slow CPU matmuls ~100x; flushing them
-            # to zero changes results by < 1e-38.
-            torch.set_flush_denormal(True)
         self.dtype = dtype
         self.source = source
         self.components = components or ComponentManager(model, None, self.device, dtype)
@@ -354,7 +350,7 @@ class CoDiPipeline:
         stages = stages_for([c.modality for c in conditions], outs)
         reset_peak_memory(self.device)
         self.components.take_loaded()
-        with self._out_of_memory_advice(outs, num_samples):
+        with self._out_of_memory_advice(outs, num_samples), flush_denormals(self.device):
             gen = torch.Generator().manual_seed(seed)
             # 2. encode conditions
             with self.components.acquire(stages["encode"]):
@@ -470,6 +466,28 @@ class CoDiPipeline:
                 sr = vae.sample_rate
                 r.audios = [AudioClip(waveform=w.reshape(-1)[:n].astype(np.float32), sample_rate=sr) for w in wave]
         return r
+
+
+def denormals_flushed() -> bool:
+    """Whether this thread's CPU flushes subnormal floats to zero (torch has a setter but no getter: a subnormal
+    times one comes out zero exactly when it does)."""
+    return bool((torch.tensor([1e-39], dtype=torch.float32) * 1.0).item() == 0.0)
+
+
+@contextmanager
+def flush_denormals(device: torch.device) -> Iterator[None]:
+    """Subnormal floats flushed to zero on the CPU for the block only, as the caller had it afterwards.
+
+    Subnormals (which small random or trained nets produce) slow CPU math ~100x; flushing them changes results by
+    < 1e-38. The setting is the calling thread's (threads started inside the block inherit it)."""
+    if device.type != "cpu" or denormals_flushed():
+        yield
+        return
+    torch.set_flush_denormal(True)
+    try:
+        yield
+    finally:
+        torch.set_flush_denormal(False)
 
 
 def _whole(name: str, value: Any) -> int:

@@ -3,6 +3,7 @@ huggingface_hub's own download code (hf_hub_download, its HEAD metadata request,
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import threading
 import time
@@ -14,6 +15,11 @@ from urllib.parse import unquote, urlparse
 
 COMMIT = "fedcba9876543210fedcba9876543210fedcba98"
 CHUNK = 64 * 1024
+
+
+@functools.cache
+def _sha256(file: Path) -> str:
+    return hashlib.sha256(file.read_bytes()).hexdigest()
 
 
 class FakeHubServer(ThreadingHTTPServer):
@@ -53,7 +59,7 @@ class _Handler(BaseHTTPRequestHandler):
         size = file.stat().st_size
         self.send_response(206 if start else 200)
         self.send_header("X-Repo-Commit", COMMIT)
-        self.send_header("ETag", f'"{hashlib.sha256(file.name.encode() + str(size).encode()).hexdigest()}"')
+        self.send_header("ETag", f'"{_sha256(file)}"')  # a large (LFS) file's ETag is its content's sha256
         self.send_header("Content-Length", str(size - start))
         if start:
             self.send_header("Content-Range", f"bytes {start}-{size - 1}/{size}")

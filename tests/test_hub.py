@@ -4,6 +4,7 @@ this machine."""
 
 from __future__ import annotations
 
+import hashlib
 import socket
 import time
 from pathlib import Path
@@ -190,23 +191,36 @@ class FakeHub:
     into the cache, advancing hf_hub_download's progress bar class as huggingface_hub does (disabled, as
     without a terminal)."""
 
-    def __init__(self, files: dict[str, int], listed_sizes: dict[str, int] | None = None) -> None:
+    def __init__(
+        self,
+        files: dict[str, int],
+        listed_sizes: dict[str, int] | None = None,
+        listed_sha: dict[str, str] | None = None,
+    ) -> None:
         self.files = files
         self.listed = {**files, **(listed_sizes or {})}
+        # an LFS file's ETag is its content's sha256 (the stand-in files are zeros)
+        self.sha = {name: hashlib.sha256(bytes(size)).hexdigest() for name, size in files.items()}
+        self.sha |= listed_sha or {}
         self.downloaded: list[str] = []
+        self.asked: list[str] = []  # the revision of each HEAD request
+        self.fetched_at: list[str | None] = []  # the revision of each download
 
     def get_hf_file_metadata(self, url: str, timeout: float, endpoint: str) -> HfFileMetadata:
-        assert url.startswith(f"{endpoint}/{OFFICIAL_REPO}/resolve/main/") and timeout <= 10
-        filename = unquote(url.split("/resolve/main/", 1)[1])
+        assert url.startswith(f"{endpoint}/{OFFICIAL_REPO}/resolve/") and timeout <= 10
+        revision, filename = unquote(url.split("/resolve/", 1)[1]).split("/", 1)
+        assert revision in ("main", COMMIT)
+        self.asked.append(revision)
         if filename not in self.files:
             response = httpx2.Response(404, request=httpx2.Request("HEAD", url))
             raise RemoteEntryNotFoundError("404 Client Error: Entry not found", response=response)
         return HfFileMetadata(
-            commit_hash=COMMIT, etag="e", location=url, size=self.listed[filename], xet_file_data=None
+            commit_hash=COMMIT, etag=self.sha[filename], location=url, size=self.listed[filename], xet_file_data=None
         )
 
     def hf_hub_download(self, repo_id: str, filename: str, *, cache_dir: Path, tqdm_class=None, **kwargs) -> str:
         target = Path(cache_dir) / "models--ZinengTang--CoDi" / "snapshots" / COMMIT / filename
+        self.fetched_at.append(kwargs.get("revision"))
         if not target.exists():
             self.downloaded.append(filename)
             size = self.files[filename]
@@ -264,6 +278,35 @@ def test_a_size_mismatch_is_caught(tmp_path: Path, monkeypatch) -> None:
     with pytest.raises(WeightsNotFoundError, match=r"incomplete or corrupt(.|\n)*--force-download") as info:
         download_official("fp16", cache_dir=tmp_path)
     assert f"{text} is 1,100 bytes in the cache" in str(info.value) and "the Hub lists 1,101 bytes" in str(info.value)
+
+
+@pytest.mark.usefixtures("reachable")
+def test_the_four_files_come_from_the_commit_main_pointed_to_first(tmp_path: Path, monkeypatch) -> None:
+    """Issue 20, item 6: 'main' is resolved once; every later question and every download names that commit, so a
+    repository updated during an 11.6 GB download cannot mix two versions."""
+    fake = FakeHub(fp16_files(*OFFICIAL_FILES))
+    install(monkeypatch, fake)
+    weights = download_official("fp16", cache_dir=tmp_path)
+    assert weights.commit == COMMIT
+    assert fake.asked == ["main"] + [COMMIT] * 3
+    assert fake.fetched_at == [COMMIT] * 4
+    assert (tmp_path / "models--ZinengTang--CoDi" / "refs" / "main").read_text() == COMMIT  # found offline later
+    monkeypatch.setenv("CODI_OFFICIAL_REVISION", COMMIT)  # a pin chosen by whoever hosts it
+    fake.asked.clear()
+    download_official("fp16", cache_dir=tmp_path)
+    assert fake.asked == [COMMIT] * 4
+
+
+@pytest.mark.usefixtures("reachable")
+def test_a_content_hash_mismatch_is_caught_even_for_a_cached_file(tmp_path: Path, monkeypatch) -> None:
+    audio = f"{FP16_FOLDER}/CoDi_audio_diffuser_m.pth"
+    build_cache(tmp_path, fp16_files(*OFFICIAL_FILES))  # right sizes, but the Hub lists another content
+    install(monkeypatch, FakeHub(fp16_files(*OFFICIAL_FILES), listed_sha={audio: "ab" * 32}))
+    with pytest.raises(WeightsNotFoundError, match=r"(?s)has sha256 [0-9a-f]{64} but the Hub lists (ab){32}.*force"):
+        download_official("fp16", cache_dir=tmp_path)
+    assert hub.sha256_of(tmp_path / "models--ZinengTang--CoDi" / "snapshots" / COMMIT / audio) == (
+        hashlib.sha256(bytes(SIZES[OFFICIAL_FILES[2]])).hexdigest()
+    )
 
 
 @pytest.mark.usefixtures("reachable")

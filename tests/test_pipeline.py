@@ -99,6 +99,29 @@ def test_saved_files_repeat_byte_for_byte_and_thread_counts_change_only_rounding
     assert np.abs(other.audio.waveform - a.audio.waveform).max() < 1e-3
 
 
+def test_flush_to_zero_holds_only_during_a_call(pipe: CoDiPipeline) -> None:
+    """Issue 20, item 6: building a pipeline turned flush-to-zero on for the whole process; now only its calls."""
+    from codi.pipeline import denormals_flushed
+
+    seen = []
+    torch.set_flush_denormal(False)  # conftest turns it on for the test process
+    try:
+        CoDiPipeline.from_preset("tiny")
+        assert not denormals_flushed()
+        pipe(
+            inputs={"text": "a red ball"},
+            outputs="image",
+            steps=2,
+            progress=lambda *_: seen.append(denormals_flushed()),
+        )
+        assert seen == [True, True] and not denormals_flushed()
+        torch.set_flush_denormal(True)  # a caller's own setting is left as it was
+        pipe(inputs={"text": "a red ball"}, outputs="image", steps=1)
+        assert denormals_flushed()
+    finally:
+        torch.set_flush_denormal(True)
+
+
 def test_exact_step_count_and_progress(pipe: CoDiPipeline) -> None:
     for sampler, steps in (("ddim", 7), ("dpm", 5)):
         seen = []
