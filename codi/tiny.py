@@ -128,6 +128,6 @@ def tiny_config(zero_terminal_snr: bool = True) -> CoDiConfig:
         ),
         schedule=schedule,
         defaults=SamplingDefaults(
-            steps=25, guidance_scale=4.0, sampler="dpm", coupling="paper", text_temperature=0.5, partner_weight=10.0
+            steps=15, guidance_scale=4.0, sampler="dpm", coupling="paper", text_temperature=0.5, partner_weight=10.0
         ),
     )

@@ -34,7 +34,7 @@ PURPOSES = {
         "the same. Try “a red circle” or “a blue box sliding left”: colours come out right almost always, shapes and "
         "motion in 85-100 % of held-out prompts (EVAL.md), and a jointly generated video and sound agree on their "
         "motion about 4 times in 5 (77-85 % across draws and samplers). Weaker: shapes of captions (image→text "
-        "79 %) and anything read zero-shot across audio and images (65-79 % shape). It runs offline on a CPU in a "
+        "79 %) and anything read zero-shot across audio and images (67-81 % shape). It runs offline on a CPU in a "
         "second or two and knows nothing outside that world."
     ),
     "official": (
