@@ -188,7 +188,11 @@ def read_batch(path: str | Path) -> list[dict[str, Any]]:
     """The requests of a JSONL batch, every line checked before anything runs (keys, value types, unique ids)."""
     requests: list[dict[str, Any]] = []
     seen: dict[str, int] = {}
-    for n, line in enumerate(Path(path).read_text().splitlines(), start=1):
+    try:
+        text = Path(path).read_text()
+    except (OSError, UnicodeDecodeError) as e:
+        raise InputError(f"cannot read the batch file {path}: {e}") from None
+    for n, line in enumerate(text.splitlines(), start=1):
         if not line.strip():
             continue
         try:
@@ -281,12 +285,13 @@ def main(argv: list[str] | None = None) -> int:
 
 def generate(args: argparse.Namespace) -> int:
     from codi.distributed import share_of, write_summary
-    from codi.pipeline import NotEnoughMemoryError
+    from codi.loading import CorruptCheckpointError
 
     requests = read_batch(args.batch) if args.batch else [request_from_args(args)]
     out = Path(args.out)
-    if out.exists() and not out.is_dir():
-        raise InputError(f"--out {out} is a file, not a folder")
+    blocker = next((p for p in (out, *out.parents) if p.exists() and not p.is_dir()), None)
+    if blocker is not None:  # checked before loading and generating, not when the files are written
+        raise InputError(f"--out {out}: {blocker} is a file, not a folder")
     with share_of(requests, args.device if args.batch else None) as share:
         kwargs = model_kwargs(args) | ({"device": share.device} if share.device else {})
         pipe = CoDiPipeline.from_preset(args.model, **kwargs)
@@ -300,8 +305,8 @@ def generate(args: argparse.Namespace) -> int:
             update, bar = _progress_bar(args.quiet, str(req.get("id", "generate")))
             try:
                 result = run_request(pipe, req, folder, update)
-            except (NotEnoughMemoryError, InputError, MediaError, FileNotFoundError, ValueError) as e:
-                if not args.batch:
+            except Exception as e:  # noqa: BLE001 (a batch records any failing line and goes on)
+                if not args.batch or isinstance(e, CorruptCheckpointError):
                     raise
                 print(f"{folder}: error: {e}", file=sys.stderr)  # the pipeline stays usable: go on
                 rows.append({"id": req.get("id"), "process": share.rank, "error": f"{type(e).__name__}: {e}"})

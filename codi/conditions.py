@@ -52,6 +52,13 @@ def collect_conditions(
     """
     pairs: list[tuple[Modality, Any]] = []
     items = inputs.items() if isinstance(inputs, Mapping) else (inputs or [])
+    if isinstance(items, (str, bytes)) or not isinstance(items, Iterable):
+        raise InputError(
+            f"inputs must map a modality to a value, e.g. {{'text': 'a cat'}}, got {type(inputs).__name__}"
+        )
+    items = list(items)
+    if not all(isinstance(p, (tuple, list)) and len(p) == 2 for p in items):
+        raise InputError("inputs given as a list must hold (modality, value) pairs, e.g. [('text', 'a cat')]")
     for key, value in items:
         m = parse_modality(key)
         values = value if isinstance(value, (list, tuple)) and m is not Modality.AUDIO else [value]
@@ -76,8 +83,8 @@ def collect_conditions(
         weight = given[i] if isinstance(given, (list, tuple)) else given
         try:
             weight = float(weight)
-        except (TypeError, ValueError):
-            raise InputError(f"the weight of the {m.value} input must be a number, got {weight!r}") from None
+        except (TypeError, ValueError, OverflowError):
+            raise InputError(f"the weight of the {m.value} input must be a number, got {weight!r:.40}") from None
         if not np.isfinite(weight) or weight < 0:
             raise InputError(f"the weight of the {m.value} input must be a finite number >= 0, got {weight}")
         out.append(Condition(m, v, weight))
@@ -161,7 +168,12 @@ def video_tensor(value: Any, media: MediaConfig) -> Tensor:
 
 def _to_video(value: Any, media: MediaConfig) -> VideoClip:
     if isinstance(value, VideoClip):
-        return VideoClip(video_frames_from_array(value.frames), value.fps, value.audio)
+        fps = value.fps
+        if isinstance(fps, bool) or not isinstance(fps, (int, float, np.integer, np.floating)) or not 0 < fps <= 1000:
+            raise MediaError(
+                f"a video's frame rate must be a number of frames per second in (0, 1000], got {fps!r:.40}"
+            )
+        return VideoClip(video_frames_from_array(value.frames), float(fps), value.audio)
     if isinstance(value, (str, Path)):
         return read_video(value, max_seconds=media.cond_video_seconds + 1.0)
     if isinstance(value, np.ndarray) and value.ndim == 4 and value.shape[-1] == 3:
@@ -181,6 +193,7 @@ def audio_tensor(value: Any, media: MediaConfig, sample_rate: int = 16000) -> Te
         wave = wave.mean(dim=1 if wave.shape[1] <= 8 else 0)
     if wave.numel() == 0:
         raise InputError("the input audio is empty")
+    wave = wave[: int((media.cond_audio_seconds + 0.5) * clip.sample_rate) + 1]  # what the model keeps, + margin
     if clip.sample_rate != sample_rate:
         wave = resample(wave, int(clip.sample_rate), sample_rate)
     max_len = int(media.cond_audio_seconds * sample_rate)
@@ -195,7 +208,7 @@ def _to_audio(value: Any, media: MediaConfig) -> AudioClip:
     if isinstance(value, tuple) and len(value) == 2:
         a, b = value
         wave, rate = (b, a) if isinstance(a, (int, np.integer)) else (a, b)  # gradio gives (rate, data)
-        return audio_from_array(np.asarray(wave), int(rate))
+        return audio_from_array(wave, rate)  # checks the samples and the rate
     raise InputError(f"cannot use a {type(value).__name__} as audio (expected a file or (waveform, rate))")
 
 

@@ -15,11 +15,12 @@ import tempfile
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from codi.limits import MediaLimits, over_limit
+from codi.limits import MediaLimits, env_name, over_limit
 
 
 class MediaError(ValueError):
@@ -66,6 +67,14 @@ def _run_ffmpeg(args: list[str], what: str, stdin: bytes | None = None) -> bytes
     return proc.stdout
 
 
+def _exists(path: Path) -> bool:
+    """Path.exists, with names the OS refuses (over 255 bytes, a NUL byte) counted as absent instead of raising."""
+    try:
+        return path.exists()
+    except (OSError, ValueError):
+        return False
+
+
 def read_image(path: str | Path, limits: MediaLimits | None = None) -> Image.Image:
     """Any image PIL opens, upright (EXIF orientation applied), as RGB (alpha composited on white).
 
@@ -90,7 +99,9 @@ def read_image(path: str | Path, limits: MediaLimits | None = None) -> Image.Ima
             f"cannot read image {name}: {e} Pillow refuses images this large; CoDi's own limit is "
             f"{limits.image_pixels:,} pixels (CODI_MAX_IMAGE_PIXELS)"
         ) from None
-    except (UnidentifiedImageError, OSError) as e:
+    except MediaError:
+        raise
+    except (UnidentifiedImageError, OSError, ValueError) as e:  # ValueError: a path with a NUL byte or lone surrogate
         raise MediaError(f"cannot read image {name}: {e}") from None
 
 
@@ -171,9 +182,11 @@ def video_frames_from_array(frames: np.ndarray) -> np.ndarray:
 
 def audio_from_array(waveform: np.ndarray, sample_rate: int) -> AudioClip:
     """A waveform [T], [T,C] or [C,T] (floats, or integers scaled by their dtype's maximum) as a mono clip."""
-    wave = np.asarray(waveform)
-    if int(sample_rate) <= 0:
-        raise MediaError(f"the audio's sample rate must be positive, got {sample_rate}")
+    try:
+        wave = np.asarray(waveform)
+    except (ValueError, TypeError) as e:  # ragged lists
+        raise MediaError(f"the audio samples are not an array of numbers ({e})") from None
+    sample_rate = _sample_rate(sample_rate)
     if wave.dtype.kind in "iu":
         wave = wave.astype(np.float32) / float(np.iinfo(wave.dtype).max)
     elif wave.dtype.kind != "f":
@@ -182,7 +195,22 @@ def audio_from_array(waveform: np.ndarray, sample_rate: int) -> AudioClip:
         wave = wave.mean(axis=1 if wave.shape[1] <= wave.shape[0] else 0)  # [T,C] or [C,T] -> [T]
     if wave.ndim != 1:
         raise MediaError(f"an audio array must be [T], [T,C] or [C,T], got shape {np.shape(waveform)}")
-    return AudioClip(waveform=_checked_waveform(wave, "the audio array"), sample_rate=int(sample_rate))
+    return AudioClip(waveform=_checked_waveform(wave, "the audio array"), sample_rate=sample_rate)
+
+
+def _sample_rate(rate: Any, limits: MediaLimits | None = None) -> int:
+    """A whole, positive sample rate within the limits, as an int."""
+    limits = limits or MediaLimits.from_env()
+    whole = isinstance(rate, (int, np.integer)) or (isinstance(rate, (float, np.floating)) and float(rate).is_integer())
+    if isinstance(rate, bool) or not whole:
+        raise MediaError(f"the audio's sample rate must be a whole number of Hz, got {rate!r:.40}")
+    if not 0 < rate <= limits.audio_sample_rate:
+        raise MediaError(
+            f"the audio's sample rate must be between 1 and {limits.audio_sample_rate:,} Hz, "
+            f"got {rate if rate < 1e15 else '1e15 or more'} "
+            f"(limit: {env_name('audio_sample_rate')})"
+        )
+    return int(rate)
 
 
 def _checked_waveform(wave: np.ndarray, what: str) -> np.ndarray:
@@ -308,7 +336,7 @@ def read_video(
     """
     path = Path(path)
     limits = limits or MediaLimits.from_env()
-    if not path.exists():
+    if not _exists(path):
         raise MediaError(f"video file not found: {path}")
     what = f"video {path.name}"
     probe = probe_media(path)
@@ -410,7 +438,7 @@ def read_audio(path: str | Path, max_seconds: float | None = None, limits: Media
 
     path = Path(path)
     limits = limits or MediaLimits.from_env()
-    if not path.exists():
+    if not _exists(path):
         raise MediaError(f"audio file not found: {path}")
     try:
         info = sf.info(str(path))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
@@ -43,6 +44,7 @@ from codi.sampling import (
 ProgressCallback = Callable[[int, int], None]  # (steps done, total steps)
 
 MAX_SEED = 2**32 - 1
+MAX_GUIDANCE = 50.0
 
 
 @dataclass
@@ -81,6 +83,8 @@ def parse_outputs(outputs: Iterable[str | Modality] | str | None) -> list[Modali
         outputs = []
     if isinstance(outputs, str):
         outputs = [o for o in outputs.split(",") if o.strip()]
+    if not isinstance(outputs, Iterable):
+        raise InputError(f"outputs must be a list of text, image, video, audio, got {type(outputs).__name__}")
     chosen = {parse_modality(o) for o in outputs}
     if not chosen:
         raise InputError("choose at least one output: text, image, video or audio")
@@ -145,7 +149,7 @@ class CoDiPipeline:
         """
         from codi.presets import open_model, snapshot_of
 
-        if name not in ("tiny", "official") and not Path(name).exists():
+        if name not in ("tiny", "official") and not _is_path(name):
             name = snapshot_of(name)  # a Hub repository holding a converted model
         device = check_device(device or "cpu")
         dtype = _parse_dtype(dtype)
@@ -191,12 +195,12 @@ class CoDiPipeline:
                 raise InputError(f"this model cannot generate {m.value}")
         if not 1 <= steps <= 1000:
             raise InputError(f"steps must be between 1 and 1000, got {steps}")
-        if not np.isfinite(guidance) or guidance < 0:
-            raise InputError(f"guidance scale must be a number >= 0, got {guidance}")
+        if not 0 <= guidance <= MAX_GUIDANCE:  # far past any useful scale the guided latents overflow (1e20: NaN)
+            raise InputError(f"guidance scale must be between 0 and {MAX_GUIDANCE:g}, got {guidance}")
         if not 1 <= num_samples <= 16:
             raise InputError(f"number of samples must be between 1 and 16, got {num_samples}")
-        if not 0.0 < text_temperature <= 10.0:
-            raise InputError(f"text_temperature must be in (0, 10], got {text_temperature}")
+        if not 0.01 <= text_temperature <= 10.0:  # below ~1e-38 the logits / temperature overflow float32
+            raise InputError(f"text_temperature must be between 0.01 and 10, got {text_temperature}")
         if not (np.isfinite(partner_weight) and 0.0 <= partner_weight <= 100.0):
             raise InputError(f"partner weight must be in [0, 100], got {partner_weight}")
         if partner_weight > 0 and len(outputs) > 1:
@@ -328,12 +332,14 @@ class CoDiPipeline:
         d = self.config.defaults
         steps = _whole("steps", steps if steps is not None else d.steps)
         num_samples = _whole("num_samples", num_samples)
-        guidance = float(guidance_scale if guidance_scale is not None else d.guidance_scale)
-        sampler = Sampler(sampler or d.sampler)
-        coupling = CouplingMode(coupling or d.coupling)
-        partner = float(partner_weight if partner_weight is not None else d.partner_weight)
-        temperature = float(text_temperature if text_temperature is not None else d.text_temperature)
-        seed = int(seed) if seed is not None else int(torch.randint(0, MAX_SEED, (1,)).item())
+        guidance = _real("guidance_scale", guidance_scale if guidance_scale is not None else d.guidance_scale)
+        sampler = _choice(Sampler, "sampler", sampler or d.sampler)
+        coupling = _choice(CouplingMode, "coupling", coupling or d.coupling)
+        partner = _real("partner_weight", partner_weight if partner_weight is not None else d.partner_weight)
+        temperature = _real(
+            "text_temperature", text_temperature if text_temperature is not None else d.text_temperature
+        )
+        seed = _whole("seed", seed) if seed is not None else int(torch.randint(0, MAX_SEED, (1,)).item())
         if not 0 <= seed <= MAX_SEED:
             raise InputError(f"seed must be between 0 and {MAX_SEED}, got {seed}")
         # 1. check inputs
@@ -495,9 +501,39 @@ def _whole(name: str, value: Any) -> int:
     """An integer argument: ints (and 2.0) pass; 2.7, "2", True and the like are refused, never rounded."""
     if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
         raise InputError(f"{name} must be a whole number, got {type(value).__name__} {value!r}")
-    if not float(value).is_integer():
+    if isinstance(value, (int, np.integer)):
+        return int(value)  # ranges are checked by the caller (an int past float range included)
+    if not math.isfinite(value) or not float(value).is_integer():
         raise InputError(f"{name} must be a whole number, got {value}")
     return int(value)
+
+
+def _real(name: str, value: Any) -> float:
+    """A finite real argument: ints and floats pass; "high", [0], True, NaN and inf are refused."""
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+        raise InputError(f"{name} must be a number, got {type(value).__name__} {value!r}")
+    try:
+        number = float(value)
+    except OverflowError:  # an int past float range
+        raise InputError(f"{name} is too large to be a number of this kind, got {len(str(value))} digits") from None
+    if not math.isfinite(number):
+        raise InputError(f"{name} must be a finite number, got {value}")
+    return number
+
+
+def _choice(kind: type, name: str, value: Any) -> Any:
+    """One of an Enum's values, or an InputError listing them."""
+    try:
+        return kind(value)
+    except (ValueError, TypeError):
+        raise InputError(f"{name} must be one of {', '.join(k.value for k in kind)}, got {value!r}") from None
+
+
+def _is_path(name: str) -> bool:
+    try:
+        return Path(name).exists()
+    except (OSError, ValueError):  # a name the OS refuses (over 255 bytes, a NUL byte)
+        raise InputError(f"--model {name[:40]}...: not a model name, a folder or a Hub repository") from None
 
 
 def check_device(device: torch.device | str) -> torch.device:
@@ -514,6 +550,8 @@ def check_device(device: torch.device | str) -> torch.device:
             raise InputError(f"device {device}: this machine has {count} CUDA GPU(s), cuda:0 to cuda:{count - 1}")
     if device.type == "mps" and not torch.backends.mps.is_available():
         raise InputError("device mps: Apple's Metal backend is not available here; use cpu")
+    if device.type not in ("cpu", "cuda", "mps"):
+        raise InputError(f"device {device}: CoDi runs on cpu, cuda, cuda:N or mps")
     return device
 
 

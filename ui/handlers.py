@@ -8,6 +8,7 @@ import html
 import inspect
 import json
 import logging
+import math
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -99,17 +100,33 @@ def form_to_request(values: dict[str, Any]) -> GenerationRequest:
         image=values.get("image") or None,
         video=values.get("video") or None,
         audio=values.get("audio") or None,
-        weights={m: float(values.get(f"{m}_weight", 1.0) or 0.0) for m in ("text", "image", "video", "audio")},
+        weights={m: _field(f"{m}_weight", values.get(f"{m}_weight", 1.0) or 0.0) for m in MODALITY_NAMES},
         outputs=list(outputs),
-        steps=int(values["steps"]) if values.get("steps") is not None else None,
-        guidance=float(values["guidance"]) if values.get("guidance") is not None else None,
+        steps=_field("steps", values.get("steps"), int),
+        guidance=_field("guidance", values.get("guidance")),
         sampler=values.get("sampler") or None,
-        seed=int(seed) if seed is not None else None,
+        seed=_field("seed", seed, int),
         coupling=values.get("coupling") or None,
-        num_samples=int(values.get("num_samples") or 1),
-        text_temperature=float(values["text_temperature"]) if values.get("text_temperature") is not None else None,
-        partner_weight=float(values["partner_weight"]) if values.get("partner_weight") is not None else None,
+        num_samples=_field("num_samples", values.get("num_samples") or 1, int),
+        text_temperature=_field("text_temperature", values.get("text_temperature")),
+        partner_weight=_field("partner_weight", values.get("partner_weight")),
     )
+
+
+MODALITY_NAMES = ("text", "image", "video", "audio")
+
+
+def _field(name: str, value: Any, kind: type = float) -> Any:
+    """A form number as `kind` (None stays None); NaN, infinity or text (the API takes any JSON) is an InputError."""
+    if value is None:
+        return None
+    try:
+        number = float(value)
+    except (TypeError, ValueError, OverflowError):
+        raise InputError(f"{name} must be a number, got {value!r:.40}") from None
+    if not math.isfinite(number):
+        raise InputError(f"{name} must be a finite number, got {value}")
+    return int(number) if kind is int else number
 
 
 def request_to_form(request: GenerationRequest, defaults: dict[str, Any]) -> list[Any]:
@@ -233,7 +250,8 @@ class Studio:
             (result.json), the seed used and the run folder (RESULT_FIELDS).
         """
         values = {k: v for k, v in locals().items() if k in FORM_FIELDS}  # the parameters above, by name
-        req = form_to_request(values)
+        with user_errors("generate"):  # a NaN or text where a number belongs (the API takes any JSON) is a message
+            req = form_to_request(values)
         if not req.outputs:
             raise gr.Error("Tick at least one output (text, image, video or audio).", title="Nothing to generate")
         session = getattr(request, "session_hash", None) or ""
