@@ -151,6 +151,8 @@ class CoDiPipeline:
 
         if name not in ("tiny", "official") and not _is_path(name):
             name = snapshot_of(name)  # a Hub repository holding a converted model
+        if max_memory is not None and not (_real("max_memory", max_memory) > 0):
+            raise InputError(f"max_memory must be a positive number of GB, got {max_memory}")
         device = check_device(device or "cpu")
         dtype = _parse_dtype(dtype)
         storage = torch.device("cpu") if offload == "model" else device

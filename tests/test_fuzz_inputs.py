@@ -972,3 +972,10 @@ def test_ui_nan_from_the_api_is_a_message(studio, form_components, field):
     assert args is not None  # Gradio's Slider lets NaN through its bounds check
     with pytest.raises(gr.Error):
         studio.generate(*args)
+
+
+@pytest.mark.parametrize("value", [-1.0, 0.0, float("nan"), float("inf")])
+def test_max_memory_must_be_a_positive_number_of_gb(value):
+    """--max-memory -1, 0, nan or inf was accepted and meant nothing sensible; refused before loading."""
+    with pytest.raises(InputError, match="max_memory must be a"):
+        CoDiPipeline.from_preset("tiny", max_memory=value)
