@@ -187,12 +187,8 @@ def audio_tensor(value: Any, media: MediaConfig, sample_rate: int = 16000) -> Te
     configured condition length."""
     from codi.audio_dsp import resample
 
-    clip = _to_audio(value, media)
-    wave = torch.from_numpy(np.asarray(clip.waveform, dtype=np.float32))
-    if wave.ndim == 2:  # [T,C] or [C,T]
-        wave = wave.mean(dim=1 if wave.shape[1] <= 8 else 0)
-    if wave.numel() == 0:
-        raise InputError("the input audio is empty")
+    clip = _to_audio(value, media)  # mono, non-empty, finite float32 [T]
+    wave = torch.from_numpy(clip.waveform)
     wave = wave[: int((media.cond_audio_seconds + 0.5) * clip.sample_rate) + 1]  # what the model keeps, + margin
     if clip.sample_rate != sample_rate:
         wave = resample(wave, int(clip.sample_rate), sample_rate)

@@ -433,10 +433,7 @@ def _download(
         if progress is not None:
             bar_class = _reporting_bar(_file_reporter(progress, done, total, file.path, file.size))
         path = _download_file(file.path, precision, cache_dir, pinned, endpoint, bar_class)
-        if file.size >= 0:
-            _check_size(path, file.size, file.path, cache_dir, pinned)
-        if file.sha256 is not None:
-            _check_sha256(path, file.sha256, file.path, cache_dir, pinned)
+        _check_file(path, file, cache_dir, pinned)
         done += path.stat().st_size
         if progress is not None:
             progress(done, total, file.path)
@@ -475,13 +472,19 @@ def _download_file(
         ) from e
 
 
-def _check_size(path: Path, size: int, filename: str, cache_dir: str | Path | None, revision: str | None) -> None:
+def _check_file(path: Path, file: HubFile, cache_dir: str | Path | None, revision: str | None) -> None:
+    """The bytes on disk (cached files included) against the size and, for a large file, the sha256 the Hub lists."""
+    problem = ""
     actual = path.stat().st_size
-    if actual != size:
+    if file.size >= 0 and actual != file.size:
+        problem = f"is {actual:,} bytes in the cache ({path}) but the Hub lists {file.size:,} bytes: the file is "
+        problem += "incomplete or corrupt"
+    elif file.sha256 is not None and (digest := sha256_of(path)) != file.sha256:
+        problem = f"in the cache ({path}) has sha256 {digest} but the Hub lists {file.sha256}: the file is corrupt"
+    if problem:
         raise WeightsNotFoundError(
-            f"{filename} is {actual:,} bytes in the cache ({path}) but the Hub lists {size:,} bytes: the file is "
-            f"incomplete or corrupt. Fetch it again with:\n"
-            f"  hf download {OFFICIAL_REPO} {filename}{_cli_flags(cache_dir, revision)} --force-download"
+            f"{file.path} {problem}. Fetch it again with:\n"
+            f"  hf download {OFFICIAL_REPO} {file.path}{_cli_flags(cache_dir, revision)} --force-download"
         )
 
 
@@ -502,14 +505,3 @@ def sha256_of(path: Path, chunk: int = 16 << 20) -> str:
         while block := f.read(chunk):
             digest.update(block)
     return digest.hexdigest()
-
-
-def _check_sha256(path: Path, expected: str, filename: str, cache_dir: str | Path | None, revision: str | None) -> None:
-    """The content hash the Hub lists for a large file, checked on the bytes on disk (cached files included)."""
-    actual = sha256_of(path)
-    if actual != expected:
-        raise WeightsNotFoundError(
-            f"{filename} in the cache ({path}) has sha256 {actual} but the Hub lists {expected}: the file is "
-            f"corrupt. Fetch it again with:\n"
-            f"  hf download {OFFICIAL_REPO} {filename}{_cli_flags(cache_dir, revision)} --force-download"
-        )

@@ -60,4 +60,6 @@ def over_limit(field: str, amount: float, limit: float, unit: str, hint: str = "
 
 
 def _number(x: float) -> str:
+    if isinstance(x, int):
+        return f"{x:,}"  # exact, and past float range too
     return f"{x:,.0f}" if float(x).is_integer() else f"{x:,.2f}"

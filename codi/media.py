@@ -97,7 +97,7 @@ def read_image(path: str | Path, limits: MediaLimits | None = None) -> Image.Ima
     except Image.DecompressionBombError as e:
         raise MediaError(
             f"cannot read image {name}: {e} Pillow refuses images this large; CoDi's own limit is "
-            f"{limits.image_pixels:,} pixels (CODI_MAX_IMAGE_PIXELS)"
+            f"{limits.image_pixels:,} pixels ({env_name('image_pixels')})"
         ) from None
     except MediaError:
         raise
@@ -198,18 +198,15 @@ def audio_from_array(waveform: np.ndarray, sample_rate: int) -> AudioClip:
     return AudioClip(waveform=_checked_waveform(wave, "the audio array"), sample_rate=sample_rate)
 
 
-def _sample_rate(rate: Any, limits: MediaLimits | None = None) -> int:
-    """A whole, positive sample rate within the limits, as an int."""
+def _sample_rate(rate: Any, what: str = "the audio array", limits: MediaLimits | None = None) -> int:
+    """A whole, positive sample rate within the limits, as an int (for files from their header, and arrays)."""
     limits = limits or MediaLimits.from_env()
     whole = isinstance(rate, (int, np.integer)) or (isinstance(rate, (float, np.floating)) and float(rate).is_integer())
-    if isinstance(rate, bool) or not whole:
-        raise MediaError(f"the audio's sample rate must be a whole number of Hz, got {rate!r:.40}")
-    if not 0 < rate <= limits.audio_sample_rate:
-        raise MediaError(
-            f"the audio's sample rate must be between 1 and {limits.audio_sample_rate:,} Hz, "
-            f"got {rate if rate < 1e15 else '1e15 or more'} "
-            f"(limit: {env_name('audio_sample_rate')})"
-        )
+    if isinstance(rate, bool) or not whole or not rate > 0:
+        raise MediaError(f"cannot read {what}: its sample rate must be a positive whole number of Hz, got {rate!r:.40}")
+    if rate > limits.audio_sample_rate:
+        tail = over_limit("audio_sample_rate", int(rate), limits.audio_sample_rate, "samples per second")
+        raise MediaError(f"cannot read {what}: it has {tail}")
     return int(rate)
 
 
@@ -375,7 +372,7 @@ def _decode_frames(
         field = "video_frames" if cap == limits.video_frames else "video_megabytes"
         raise MediaError(
             f"cannot read video {path.name}: it decodes to more than {cap} frames of {w}x{h}, over the "
-            f"{field.replace('_', ' ')} limit (set CODI_MAX_{field.upper()} to raise it, or use a shorter clip)"
+            f"{field.replace('_', ' ')} limit (set {env_name(field)} to raise it, or use a shorter clip)"
         )
     return data.reshape(count, h, w, 3)  # [T,H,W,3]
 
@@ -463,9 +460,7 @@ def _audio_frames_to_read(
         raise MediaError(
             f"cannot read {what}: it has {over_limit('audio_channels', channels, limits.audio_channels, 'channels')}"
         )
-    if rate > limits.audio_sample_rate:
-        tail = over_limit("audio_sample_rate", rate, limits.audio_sample_rate, "samples per second")
-        raise MediaError(f"cannot read {what}: it has {tail}")
+    _sample_rate(rate, what, limits)
     seconds, _ = _seconds_to_decode(total / rate, max_seconds, limits.audio_seconds, "audio_seconds", what)
     return min(total, math.ceil(seconds * rate))
 

@@ -203,7 +203,7 @@ class CoDiPipeline:
             raise InputError(f"number of samples must be between 1 and 16, got {num_samples}")
         if not 0.01 <= text_temperature <= 10.0:  # below ~1e-38 the logits / temperature overflow float32
             raise InputError(f"text_temperature must be between 0.01 and 10, got {text_temperature}")
-        if not (np.isfinite(partner_weight) and 0.0 <= partner_weight <= 100.0):
+        if not 0.0 <= partner_weight <= 100.0:
             raise InputError(f"partner weight must be in [0, 100], got {partner_weight}")
         if partner_weight > 0 and len(outputs) > 1:
             try:

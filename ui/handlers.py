@@ -22,7 +22,7 @@ from codi.hub import WeightsNotFoundError, format_size
 from codi.loading import CorruptCheckpointError
 from codi.media import MediaError
 from codi.pipeline import NotEnoughMemoryError
-from ui.engine import RESULT_FILE, Cancelled, Engine, GenerationRequest, Run
+from ui.engine import MODALITY_NAMES, RESULT_FILE, Cancelled, Engine, GenerationRequest, Run
 from ui.examples import Example, export_example, load_examples
 from ui.recordings import Recording, delete_recording, find_recording, list_recordings, save_recording
 from ui.theme import banner_html
@@ -113,9 +113,6 @@ def form_to_request(values: dict[str, Any]) -> GenerationRequest:
     )
 
 
-MODALITY_NAMES = ("text", "image", "video", "audio")
-
-
 def _field(name: str, value: Any, kind: type = float) -> Any:
     """A form number as `kind` (None stays None); NaN, infinity or text (the API takes any JSON) is an InputError."""
     if value is None:
@@ -136,7 +133,7 @@ def request_to_form(request: GenerationRequest, defaults: dict[str, Any]) -> lis
         "image": request.image,
         "video": request.video,
         "audio": request.audio,
-        **{f"{m}_weight": float(request.weights.get(m, 1.0)) for m in ("text", "image", "video", "audio")},
+        **{f"{m}_weight": float(request.weights.get(m, 1.0)) for m in MODALITY_NAMES},
         "outputs": list(request.outputs),
         "steps": request.steps if request.steps is not None else defaults["steps"],
         "guidance": request.guidance if request.guidance is not None else defaults["guidance"],
