@@ -267,23 +267,17 @@ class CoDiPipeline:
 
         def leader_env(modality: Modality, x: Tensor, t: Tensor, out: Tensor) -> Tensor:
             """The environment of the leader's clean latent as this step predicts it (guided), read at t = 0."""
-            halves = out.shape[0] == 2 * b  # rows [uncond; cond]: one guided prediction serves both halves
-            if halves:
-                out, x, t = combine_guidance(*out.chunk(2), guidance), x[b:], t[b:]  # [B, ...]
+            if out.shape[0] == 2 * b:  # rows [uncond; cond] of the shared latent: one guided prediction
+                out = combine_guidance(*out.chunk(2), guidance)  # [B, ...]
             a_t = alphas[int(t[0])].to(device=x.device, dtype=x.dtype)  # one step for every row
             x0 = split_prediction(out, x, a_t, kind)[0]  # [B, ...]
-            env = diffusion.unet_for(modality).environment(x0, torch.zeros_like(t))  # [B, 1, C_env]
-            return torch.cat([env, env]) if halves else env  # the unconditional rows compose it with weight 0
+            return diffusion.unet_for(modality).environment(x0, torch.zeros_like(t))  # [B, 1, C_env], both halves
 
         def predict(x, t, context):
             w = torch.full((context.shape[0],), float(partner_weight), device=context.device)  # [B] or [2B]
-            envs = None
             if context.shape[0] == 2 * b:  # guided: rows [uncond; cond], partners join the condition only
                 w[:b] = 0.0
-                if len(x) > 1:  # the environment encoders see x_t and t, not the condition: one half serves both
-                    half = diffusion.environments({m: v[b:] for m, v in x.items()}, t[b:])  # [B, 1, C_env] each
-                    envs = {m: torch.cat([e, e]) for m, e in half.items()}
-            return diffusion(x, t, context, mode=coupling, partner_weight=w, leader_env=leader_env, envs=envs)
+            return diffusion(x, t, context, mode=coupling, partner_weight=w, leader_env=leader_env)
 
         return guided(predict, cond, uncond, guidance)
 

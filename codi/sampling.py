@@ -224,7 +224,8 @@ def guided(
     """Classifier-free guidance: e = e_u + s (e_c - e_u), one batched call with rows [uncond; cond].
 
     Args:
-        predict: (latents, t, context) -> eps; context [B,1,D].
+        predict: (latents [B, ...], t [B], context [G B,1,D]) -> eps [G B, ...]: the G conditions share the
+            latents (G = 2 here), so that a model can work on them once until the condition enters.
         context, uncond_context: [B,1,D] each; with guidance_scale == 1 (or no uncond) the uncond half is skipped.
     """
     if uncond_context is None or math.isclose(guidance_scale, 1.0):
@@ -233,8 +234,7 @@ def guided(
     both = torch.cat([uncond_context, context])  # [2B,1,D], uncond first as in CoDi
 
     def denoise(x: Latents, t: Tensor) -> Latents:
-        doubled = {m: torch.cat([v, v]) for m, v in x.items()}
-        eps = predict(doubled, torch.cat([t, t]), both)
+        eps = predict(x, t, both)  # [2B, ...] each
         return {m: combine_guidance(*e.chunk(2), guidance_scale) for m, e in eps.items()}
 
     return denoise

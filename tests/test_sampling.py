@@ -171,21 +171,23 @@ def test_dpm_solver_v_prediction_reaches_the_data_point() -> None:
 def test_guidance_combines_halves_and_skips_uncond_at_one() -> None:
     calls = []
 
-    def predict(x, t, context):
-        calls.append(context.shape[0])
-        return {m: v * 0 + context.mean(dim=(1, 2)).view(-1, *[1] * (v.dim() - 1)) for m, v in x.items()}
+    def predict(x, t, context):  # the latents' rows are shared by the context's groups
+        calls.append((next(iter(x.values())).shape[0], t.shape[0], context.shape[0]))
+        return {m: v.repeat(context.shape[0] // v.shape[0], 1, 1, 1) * 0 + context.mean(dim=(1, 2)).view(-1, 1, 1, 1)
+                for m, v in x.items()}  # fmt: skip
 
     cond, uncond = torch.full((2, 1, 3), 2.0), torch.full((2, 1, 3), 0.5)
     x = {IMG: torch.zeros(2, 1, 2, 2)}
     t = torch.tensor([5, 5])
     e = guided(predict, cond, uncond, 7.5)(x, t)[IMG]
-    assert calls == [4] and torch.allclose(e, torch.full_like(e, 0.5 + 7.5 * 1.5))
+    assert calls == [(2, 2, 4)] and e.shape == (2, 1, 2, 2)  # the latents once, both halves of the context
+    assert torch.allclose(e, torch.full_like(e, 0.5 + 7.5 * 1.5))
     calls.clear()
     e1 = guided(predict, cond, uncond, 1.0)(x, t)[IMG]
-    assert calls == [2] and torch.allclose(e1, torch.full_like(e1, 2.0))
+    assert calls == [(2, 2, 2)] and torch.allclose(e1, torch.full_like(e1, 2.0))
     calls.clear()
     guided(predict, cond, None, 7.5)(x, t)  # no unconditional context: guidance is off
-    assert calls == [2]
+    assert calls == [(2, 2, 2)]
 
 
 def test_official_grid_past_the_schedule_is_refused() -> None:

@@ -6,13 +6,21 @@ import dataclasses
 
 import pytest
 import torch
+import torch.nn.functional as F
 from conftest import parity_dir
 
 from codi.keymaps.unet import unet_map
 from codi.loading import check_against_module, convert_official_state_dict
 from codi.modality import Modality
 from codi.models.joint import CouplingMode, JointDenoiser, mix_conditions
-from codi.models.temporal import SpatioTemporalAttention, frame_shift, token_shift
+from codi.models.temporal import (
+    ChanLayerNorm,
+    FrameShiftBlock,
+    SpatioTemporalAttention,
+    TemporalFeedForward,
+    frame_shift,
+    token_shift,
+)
 from codi.models.unet import UNet0D, UNet2D, UNetConfig
 from codi.models.unet_blocks import timestep_embedding
 
@@ -275,3 +283,87 @@ def test_full_size_official_keys_land_on_our_modules(name: str) -> None:
     ours = convert_official_state_dict(official, [unet_map(name)])
     assert len(ours) == len(official) == {"image": 1597, "audio": 1122, "text": 1122}[name]
     check_against_module(ours, module)
+
+
+@pytest.mark.parametrize(
+    "frames, channels, size, min_pixels", [(8, 64, 4, 1), (8, 64, 4, 40), (3, 32, 2, 1), (5, 96, 3, 1), (1, 32, 2, 1)]
+)
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_frame_shift_block_skips_only_dropped_outputs(frames, channels, size, min_pixels, channels_last, monkeypatch):
+    """Frames in groups with a prefix of the kernel each = the convolution of every frame, then `frame_shift`."""
+    torch.manual_seed(0)
+    block = FrameShiftBlock(channels).eval()
+    x = torch.randn(2 * frames, channels, size, size)
+    if channels_last:
+        block, x = block.to(memory_format=torch.channels_last), x.contiguous(memory_format=torch.channels_last)
+    monkeypatch.setattr(FrameShiftBlock, "MIN_PIXELS", min_pixels)
+    with torch.no_grad():
+        expected = x + frame_shift(block.out_layers(x), frames)
+        got = block(x, frames)
+    torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
+    if frames > 1:  # split by frame: written into a copy of x, in x's memory format
+        assert got.is_contiguous(memory_format=torch.channels_last) == channels_last
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_temporal_feed_forward_matches_its_definition(channels_last, dtype) -> None:
+    """conv -> GEGLU in float32 -> token shift -> channel LayerNorm -> conv, as spelled out by the released code."""
+    torch.manual_seed(0)
+    ff = TemporalFeedForward(24).eval()  # inner 64
+    with torch.no_grad():
+        ff.proj_out[0].g.uniform_(0.5, 1.5)
+    ff = ff.to(dtype)
+    x = torch.randn(2 * 4, 24, 3, 3, dtype=dtype)
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    conv_in, geglu = ff.proj_in
+    norm, conv_out = ff.proj_out
+    with torch.no_grad():
+        h = token_shift(geglu(F.conv2d(x, conv_in.weight[..., 0])), 4)
+        var, mean = h.var(dim=1, unbiased=False, keepdim=True), h.mean(dim=1, keepdim=True)
+        h = (h - mean) * var.clamp(min=1e-5 if dtype == torch.float32 else 1e-3).rsqrt() * norm.g[:, 0].float()
+        expected = F.conv2d(h.to(dtype), conv_out.weight[..., 0])
+        got = ff(x, 4)
+    tol = 1e-5 if dtype == torch.float32 else 2e-2
+    torch.testing.assert_close(got, expected, rtol=tol, atol=tol)
+
+
+def test_channel_layer_norm_clamps_small_variances() -> None:
+    """The fused path (channels-last float32) and the spelled-out one agree, also where var < eps is clamped."""
+    torch.manual_seed(0)
+    norm = ChanLayerNorm(16)
+    with torch.no_grad():
+        norm.g.uniform_(0.5, 1.5)
+    x = torch.randn(2, 16, 3, 3)
+    x[1, :, 2, 2] = 0.5 + 1e-4 * torch.randn(16)  # one pixel with var ~1e-8 < eps 1e-5
+    for quiet in (x[:1], x):  # without and with that pixel
+        with torch.no_grad():
+            fused, plain = norm(quiet.contiguous(memory_format=torch.channels_last)), norm(quiet.contiguous())
+        var, mean = quiet.var(dim=1, unbiased=False, keepdim=True), quiet.mean(dim=1, keepdim=True)
+        expected = (quiet - mean) * var.clamp(min=1e-5).rsqrt() * norm.g[:, 0]
+        torch.testing.assert_close(fused, expected, rtol=1e-5, atol=1e-4)  # (x - mean) ~1e-4 loses digits x 316
+        torch.testing.assert_close(plain, expected, rtol=1e-5, atol=1e-4)
+    assert fused[1, :, 2, 2].abs().max() < 0.3 < expected[0].abs().max()  # clamped: ~(x - mean) / sqrt(1e-5)
+
+
+@pytest.mark.parametrize("name", ["image", "video", "audio", "text"])
+@pytest.mark.parametrize("joint", [False, True])
+def test_conditions_sharing_a_latent_equal_the_latent_repeated(name: str, joint: bool) -> None:
+    """x [B] under a context [2B] (guidance: the halves share the latent) = x repeated to [2B] under it; the work
+    before the first cross-attention is then done once. Holds with an environment too ([B] or [2B] rows)."""
+    unets, d = tiny_unets(), inputs()
+    unet = unets["image" if name == "video" else name]
+    x, t = d[name], d["t"]
+    context = torch.cat([d["context"], -d["context"]])  # [2B, 1, D]: two conditions per latent
+    with torch.no_grad():
+        env = unet.environment(x, t) if joint else None  # [B, 1, C_env]
+        shared = unet(x, t, context, env_context=env)
+        repeated = unet(
+            torch.cat([x, x]), torch.cat([t, t]), context, env_context=None if env is None else torch.cat([env, env])
+        )
+    assert shared.shape == (4, *x.shape[1:])
+    torch.testing.assert_close(shared, repeated, rtol=1e-5, atol=1e-5)
+    assert not torch.allclose(shared[:2], shared[2:])  # the two conditions still differ
+    with pytest.raises(ValueError, match="multiple of the latent"):
+        unet(x, t, context[:3])

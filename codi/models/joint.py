@@ -19,6 +19,7 @@ import torch
 from torch import Tensor, nn
 
 from codi.modality import Modality
+from codi.models.unet_blocks import repeat_rows
 
 UNET_NAMES: tuple[str, ...] = ("image", "audio", "text")
 UNET_FOR_MODALITY: dict[Modality, str] = {
@@ -109,18 +110,19 @@ class JointDenoiser(nn.Module):
             latents: output modality -> noisy latent (image [B,4,h,w], video [B,4,F,h,w], audio [B,8,T,Fq],
                 text [B,768]); the insertion order is kept.
             timesteps: [B] diffusion steps (shared by all outputs).
-            context: [B, 1, D] mixed condition context (see `mix_conditions`).
+            context: [G B, 1, D] mixed condition context (see `mix_conditions`); G > 1 conditions share the
+                latents (classifier-free guidance's halves, G = 2), and the environments are computed once.
             mode: environment coupling of joint calls (ignored with one output).
             envs: `environments(latents, timesteps)` when the caller already has them (training reuses them).
-            partner_weight: w >= 0, scalar or [B] per row (0 on guidance's unconditional rows): each output of a
+            partner_weight: w >= 0, scalar or [G B] per row (0 on guidance's unconditional rows): each output of a
                 joint call is conditioned on (context + w * leaders) / (1 + w), leaders being the mean of the
                 environment vectors of the outputs that settle before it (SETTLE_ORDER; an output with none keeps
                 its context); the vectors must then live in the prompt space (see `check_partner_composition`).
                 0 = CoDi as published.
             leader_env: what a leader offers its followers, computed from its output (leaders are then run
-                first); default its environment vector at x_t, the one its connectors see.
+                first); default its environment vector at x_t, the one its connectors see. [B] or [G B] rows.
         Returns:
-            modality -> eps prediction shaped like its latent.
+            modality -> eps prediction [G B, ...] shaped like its latent otherwise.
         """
         mode = CouplingMode(mode)
         items = [(Modality.parse(m), x) for m, x in latents.items()]
@@ -142,7 +144,8 @@ class JointDenoiser(nn.Module):
             ctx = context  # [B, 1, D]
             leaders = [e for m, e in offered.items() if SETTLE_ORDER[m] < SETTLE_ORDER[modality]]
             if compose and leaders:
-                ctx = (context + w * torch.stack(leaders).mean(0).to(context.dtype)) / (1 + w)
+                lead = repeat_rows(torch.stack(leaders).mean(0), context.shape[0])  # [G B, 1, C_env]
+                ctx = (context + w * lead.to(context.dtype)) / (1 + w)
             out[modality] = self.unet_for(modality)(x, timesteps, ctx, env_context=env)
             if compose and any(SETTLE_ORDER[m] > SETTLE_ORDER[modality] for m, _ in items):  # it leads someone
                 lead = own[modality] if leader_env is None else leader_env(modality, x, timesteps, out[modality])

@@ -49,8 +49,15 @@ class ChanLayerNorm(nn.Module):
         self.g = nn.Parameter(torch.ones(dim, 1, 1, 1))  # official 3-D-conv shape
 
     def forward(self, x: Tensor) -> Tensor:
+        eps, g = _eps_for(x), self.g[:, 0, 0, 0]
+        if x.dtype == torch.float32 and x.is_contiguous(memory_format=torch.channels_last):
+            # channels-last rows are contiguous: torch's fused layer norm with eps 0 is (x - mean) * rsqrt(var),
+            # the official (x - mean) * rsqrt(clamp(var, eps)) wherever var >= eps (3-4x faster at 853 channels)
+            rows, _, rstd = torch.native_layer_norm(x.permute(0, 2, 3, 1), (x.shape[1],), g.float(), None, 0.0)
+            if not bool((rstd > eps**-0.5).any()):  # no row with var < eps, where the clamp would act
+                return rows.permute(0, 3, 1, 2).to(self.g.dtype)  # [N, C, H, W], channels-last
         var, mean = _var_mean(x, dim=1)  # [N, 1, H, W]
-        y = (x - mean) * var.clamp(min=_eps_for(x)).rsqrt() * self.g[:, 0]  # [N, C, H, W]
+        y = (x - mean) * var.clamp(min=eps).rsqrt() * g[:, None, None]  # [N, C, H, W]
         return y.to(self.g.dtype)
 
 
@@ -173,25 +180,86 @@ class TemporalFeedForward(nn.Module):
         self.proj_out = nn.Sequential(ChanLayerNorm(inner), nn.Conv3d(inner, dim, 1, bias=False))
 
     def forward(self, x: Tensor, num_frames: int) -> Tensor:
-        """Args: x [(B F), C, H, W]. Returns the update [(B F), C, H, W] (no residual)."""
-        conv_in, geglu = self.proj_in
-        norm, conv_out = self.proj_out
+        """Args: x [(B F), C, H, W]. Returns the update [(B F), C, H, W] (no residual).
+
+        Without autograd, `token_shift(GEGLU32(h))` is written straight into one float32 buffer in `x`'s memory
+        format, the moved half's GEGLU only for the frames that move (the last frame's would be dropped), so that
+        the channel LayerNorm reads channels-last rows (at the released sizes the GEGLU, the shift and the norm had
+        taken half of this block's time)."""
+        conv_in, norm, conv_out = self.proj_in[0], self.proj_out[0], self.proj_out[1]
         h = F.conv2d(x, conv_in.weight[..., 0])  # [(B F), 2 inner, H, W]; 1x1x1 conv per frame
-        h = token_shift(geglu(h), num_frames)  # [(B F), inner, H, W] float32
+        h = (
+            token_shift(self.proj_in[1](h), num_frames)
+            if torch.is_grad_enabled()
+            else self._shifted_geglu(h, x, num_frames)
+        )
         h = norm(h)  # [(B F), inner, H, W] in the parameter dtype
         return F.conv2d(h.to(conv_out.weight.dtype), conv_out.weight[..., 0])  # [(B F), C, H, W]
+
+    @staticmethod
+    def _shifted_geglu(h: Tensor, x: Tensor, num_frames: int) -> Tensor:
+        """`token_shift(GEGLU32(h))` without autograd, [(B F), inner, H, W] float32 in `x`'s memory format."""
+        n, c2, hh, ww = h.shape
+        b, inner = n // num_frames, c2 // 2
+        keep = (inner + 1) // 2  # torch.chunk(2) puts the larger half first
+        value = h[:, :inner].view(b, num_frames, inner, hh, ww)  # [B, F, inner, H, W]
+        gate = h[:, inner:].view(b, num_frames, inner, hh, ww)
+        out = torch.empty((n, inner, hh, ww), dtype=torch.float32, device=h.device)
+        out = out.contiguous(memory_format=_memory_format(x))  # [(B F), inner, H, W]
+        video = out.view(b, num_frames, inner, hh, ww)
+        _geglu32(value[:, :, :keep], gate[:, :, :keep], video[:, :, :keep])  # the kept half, every frame
+        _geglu32(value[:, :-1, keep:], gate[:, :-1, keep:], video[:, 1:, keep:])  # the moved half: f -> f + 1
+        video[:, :1, keep:] = 0
+        return out
+
+
+def _geglu32(value: Tensor, gate: Tensor, out: Tensor) -> None:
+    """Writes GEGLU32's value * gelu(gate), computed in float32, into the view `out`."""
+    torch.mul(value.float(), F.gelu(gate.float()), out=out)
+
+
+def _memory_format(x: Tensor) -> torch.memory_format:
+    return torch.channels_last if x.is_contiguous(memory_format=torch.channels_last) else torch.contiguous_format
 
 
 class FrameShiftBlock(nn.Module):
     """GroupNorm, SiLU, 3x3 conv per frame, then the progressive frame shift; added to the input."""
+
+    MIN_PIXELS = 512  # pixels per convolution call below which splitting by frame costs more than it saves
 
     def __init__(self, dim: int) -> None:
         super().__init__()
         self.out_layers = nn.Sequential(GroupNorm32(dim), nn.SiLU(), nn.Conv2d(dim, dim, 3, padding=1))
 
     def forward(self, x: Tensor, num_frames: int) -> Tensor:
-        """Args: x [(B F), C, H, W]. Returns [(B F), C, H, W]."""
-        return x + frame_shift(self.out_layers(x), num_frames)
+        """Args: x [(B F), C, H, W]. Returns `x + frame_shift(conv(silu(norm(x))))`, [(B F), C, H, W].
+
+        The shift drops what chunk i's convolution gives for the last i frames (44 % of the outputs at 8 frames
+        and 8 chunks), so those are not computed: frame f needs only the output channels of chunks 0..F-1-f, a
+        prefix of the kernel. Without autograd, frames go through the convolution in groups (at least
+        `MIN_PIXELS` pixels per call), each with the prefix its first frame needs, and each chunk is added into
+        place."""
+        norm, act, conv = self.out_layers
+        h = act(norm(x))  # [(B F), C, H, W]
+        n, c, hh, ww = h.shape
+        b = n // num_frames
+        group = min(num_frames, -(-self.MIN_PIXELS // (b * hh * ww)))
+        if group >= num_frames or torch.is_grad_enabled():  # one call for every frame and channel
+            return x + frame_shift(conv(h), num_frames)
+        size = -(-c // SHIFT_CHUNKS)  # torch.chunk's chunk width
+        out = x.clone()  # [(B F), C, H, W], x's memory format
+        target, frames = out.view(b, num_frames, c, hh, ww), h.view(b, num_frames, c, hh, ww)
+        for f0 in range(0, num_frames, group):
+            f1 = min(f0 + group, num_frames)
+            k = min(c, (num_frames - f0) * size)  # the chunks that frame f0 still moves into the clip
+            part = frames[:, f0:f1].permute(0, 1, 3, 4, 2).reshape(-1, hh, ww, c).permute(0, 3, 1, 2)  # CL copy
+            bias = None if conv.bias is None else conv.bias[:k]
+            y = F.conv2d(part, conv.weight[:k], bias, padding=1).view(b, f1 - f0, k, hh, ww)
+            for i, lo in enumerate(range(0, k, size)):  # chunk i moves i frames forward
+                last = min(f1, num_frames - i)  # frames f0 .. last-1 land inside the clip
+                if last > f0:
+                    target[:, f0 + i : last + i, lo : lo + size] += y[:, : last - f0, lo : lo + size]
+        return out
 
 
 class SpatioTemporalAttention(nn.Module):

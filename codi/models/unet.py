@@ -25,6 +25,7 @@ from codi.models.unet_blocks import (
     ResBlock,
     SpatialTransformer,
     Upsample,
+    repeat_rows,
     timestep_embedding,
 )
 
@@ -101,8 +102,10 @@ class TimestepSequential(nn.ModuleList):
     """One UNet block: its layers in order, each given what it needs (time embedding, context, frames)."""
 
     def forward(self, h: Tensor, emb: Tensor, context: Tensor | None, num_frames: int | None) -> Tensor:
-        """Args: h [N, C, ...], emb [N, E], context [N, M, D]. Returns [N, C', ...]."""
+        """Args: h [N, C, ...], emb [N, E], context [G N, M, D]. Returns [N or G N, C', ...] (G N rows once a
+        layer has read the context)."""
         for layer in self:
+            emb = repeat_rows(emb, h.shape[0])  # [rows of h, E]
             if isinstance(layer, ResBlockWithTemporal):
                 h = layer(h, emb, num_frames)
             elif isinstance(layer, ResBlock):
@@ -230,24 +233,29 @@ class _CoDiUNet(nn.Module):
         return _per_frame(emb, num_frames)
 
     def forward(self, x: Tensor, timesteps: Tensor, context: Tensor, env_context: Tensor | None = None) -> Tensor:
-        """Predicts the noise of one latent.
+        """Predicts the noise of one latent under one or several conditions.
 
         Args:
             x: the noisy latent: image [B, C, H, W], video [B, C, F, H, W], audio [B, C, T, Fq], text [B, C].
             timesteps: [B] (int or float) diffusion steps, or one step for the whole batch.
-            context: [B, M, context_dim] condition tokens (CoDi: M = 1).
+            context: [G B, M, context_dim] condition tokens (CoDi: M = 1); G > 1 conditions share the latent
+                (classifier-free guidance: G = 2), which is then worked on once up to the first layer that reads
+                the condition (the first cross-attention) and G times after it.
             env_context: None for a single-output call (connecter-in transformers skipped), or
-                [B, 1, connector_output_channel] environment vector for a joint call.
+                [B or G B, 1, connector_output_channel] environment vector for a joint call.
         Returns:
-            eps prediction with the shape of `x`.
+            eps prediction [G B, ...] shaped like `x` otherwise.
         """
+        if context.shape[0] % x.shape[0]:
+            raise ValueError(f"context rows ({context.shape[0]}) must be a multiple of the latent's ({x.shape[0]})")
         h, frames = self._features(x)
-        emb = self._embed(timesteps, x.shape[0], frames)  # [(B F), E]
-        context = _per_frame(context.to(h.dtype), frames)  # [(B F), M, D]
-        env = None if env_context is None else _per_frame(env_context.to(h.dtype), frames)
+        emb = self._embed(timesteps, x.shape[0], frames)  # [(B F), E]; TimestepSequential repeats it with h
+        rows = context.shape[0]  # G B
+        context = _per_frame(context.to(h.dtype), frames)  # [(G B F), M, D]
+        env = None if env_context is None else _per_frame(repeat_rows(env_context, rows).to(h.dtype), frames)
         skips = []
         for block, connector in zip(self.input_blocks, self.input_block_connecters_in):
-            h = block(h, emb, context, frames)
+            h = block(h, emb, context, frames)  # [(B F) or (G B F), C, ...]
             if connector is not None and env is not None:
                 h = connector(h, emb, env, frames)
             skips.append(h)
@@ -255,9 +263,11 @@ class _CoDiUNet(nn.Module):
         if self.config.alias_last_skip:
             skips[-1] = h  # the official list aliasing: output block 0 sees the middle output twice
         for block, connector in zip(self.output_blocks, self.output_block_connecters_in):
-            h = block(torch.cat([h, skips.pop()], dim=1), emb, context, frames)
+            skip = skips.pop()
+            h = block(torch.cat([h, repeat_rows(skip, h.shape[0])], dim=1), emb, context, frames)
             if connector is not None and env is not None:
                 h = connector(h, emb, env, frames)
+        h = repeat_rows(h, rows * (frames or 1))  # [(G B F), C, ...] even if no layer read the context
         return self._latent(self.out(h, emb, None, frames), frames).to(x.dtype)
 
     def environment(self, x: Tensor, timesteps: Tensor) -> Tensor:

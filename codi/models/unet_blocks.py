@@ -38,6 +38,14 @@ def timestep_embedding(timesteps: Tensor, dim: int, max_period: float = 10000.0)
     return emb
 
 
+def repeat_rows(t: Tensor, rows: int) -> Tensor:
+    """`t` [N, ...] repeated to [rows, ...] (`rows` a multiple of N), in `t`'s memory format.
+
+    A UNet's features stay as many rows as its latent until the first layer that reads the condition: under
+    classifier-free guidance both halves share the latent, so everything before that layer is computed once."""
+    return t if t.shape[0] == rows else torch.cat([t] * (rows // t.shape[0]))
+
+
 class GroupNorm32(nn.GroupNorm):
     """GroupNorm computed in float32 and cast back (eps 1e-5), the UNets' `normalization()`."""
 
@@ -199,9 +207,10 @@ class BasicTransformerBlock(nn.Module):
         self.norm1, self.norm2, self.norm3 = nn.LayerNorm(dim), nn.LayerNorm(dim), nn.LayerNorm(dim)
 
     def forward(self, x: Tensor, context: Tensor) -> Tensor:
-        """Args: x [N, L, D], context [N, M, Dc]. Returns [N, L, D]."""
+        """Args: x [N, L, D], context [G N, M, Dc] (G conditions sharing x). Returns [G N, L, D]."""
         x = self.attn1(self.norm1(x)) + x  # [N, L, D]
-        x = self.attn2(x if context.shape[1] == 1 else self.norm2(x), context) + x  # [N, L, D]; one token: no queries
+        x = repeat_rows(x, context.shape[0])  # [G N, L, D]: the condition enters here
+        x = self.attn2(x if context.shape[1] == 1 else self.norm2(x), context) + x  # [G N, L, D]; one token: no queries
         return self.ff(self.norm3(x)) + x
 
 
@@ -217,10 +226,10 @@ class SpatialTransformer(nn.Module):
         self.proj_out = nn.Conv2d(inner, channels, 1)
 
     def forward(self, x: Tensor, context: Tensor) -> Tensor:
-        """Args: x [N, C, H, W], context [N, M, Dc]. Returns [N, C, H, W]."""
-        n, _, h, w = x.shape
+        """Args: x [N, C, H, W], context [G N, M, Dc] (G conditions sharing x). Returns [G N, C, H, W]."""
+        _, _, h, w = x.shape
         tokens = self.proj_in(self.norm(x)).flatten(2).transpose(1, 2)  # [N, H W, inner]
         for block in self.transformer_blocks:
-            tokens = block(tokens, context)  # [N, H W, inner]
-        y = tokens.transpose(1, 2).reshape(n, -1, h, w)  # [N, inner, H, W]
-        return self.proj_out(y) + x
+            tokens = block(tokens, context)  # [G N, H W, inner]
+        y = tokens.transpose(1, 2).reshape(tokens.shape[0], -1, h, w)  # [G N, inner, H, W]
+        return self.proj_out(y) + repeat_rows(x, y.shape[0])
