@@ -11,6 +11,7 @@ import tempfile
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # before gradio is imported: no outside calls
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+os.environ.setdefault("THP_MEM_ALLOC_ENABLE", "1")  # before torch is imported: see codi/__init__.py
 
 
 def is_zero_gpu() -> bool:

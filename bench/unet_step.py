@@ -160,6 +160,7 @@ def main(argv: list[str] | None = None) -> int:
             times[name].append(timed(fn, x.clone(), t, c)[0])
     row = {"unet": a.unet, "dtype": a.dtype, "threads": a.threads, "repeats": a.repeats, "shared": a.shared}
     row |= {f"{k}_s": round(statistics.median(v), 4) for k, v in times.items()}
+    row |= {f"{k}_each_s": [round(x, 2) for x in v] for k, v in times.items()}  # the machine's noise, in view
     if "official" in runs:
         o, r = outs["ours"].float(), outs["official"].float().reshape(outs["ours"].shape)
         row["ratio"] = round(row["ours_s"] / row["official_s"], 3)

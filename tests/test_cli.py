@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -239,3 +240,25 @@ def test_eval_refuses_unknown_tasks_before_loading(capsys) -> None:
     assert main(["eval", "--model", "/no/such/model", "--tasks", "text->image,text->smell", "--json", ""]) == 2
     err = capsys.readouterr().err
     assert "text->smell" in err and "audio->image" in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize("setting", [None, "0"])
+def test_importing_codi_first_puts_big_cpu_tensors_on_huge_pages(setting: str | None) -> None:
+    """`import codi` before torch turns on torch's transparent-huge-page allocations (fewer page faults per UNet
+    step) unless the caller set THP_MEM_ALLOC_ENABLE; a 64 MB tensor then sits on huge pages where Linux offers them."""
+    probe = (
+        "import os, codi, torch\n"
+        "x = torch.ones(16 * 2**20)\n"
+        "rollup = open('/proc/self/smaps_rollup').read() if os.path.exists('/proc/self/smaps_rollup') else ''\n"
+        "huge = [int(l.split()[1]) for l in rollup.splitlines() if l.startswith('AnonHugePages')]\n"
+        "print(os.environ['THP_MEM_ALLOC_ENABLE'], huge[0] if huge else -1)\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "THP_MEM_ALLOC_ENABLE"}
+    if setting is not None:
+        env["THP_MEM_ALLOC_ENABLE"] = setting
+    out = subprocess.run([sys.executable, "-c", probe], cwd=REPO, env=env, capture_output=True, text=True, check=True)
+    value, huge_kb = out.stdout.split()
+    assert value == (setting or "1")
+    thp = Path("/sys/kernel/mm/transparent_hugepage/enabled")
+    if thp.exists() and "[never]" not in thp.read_text() and int(huge_kb) >= 0:
+        assert (int(huge_kb) >= 32 * 1024) == (setting is None)  # most of the 64 MB, or none of it

@@ -50,9 +50,10 @@ class ChanLayerNorm(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         eps, g = _eps_for(x), self.g[:, 0, 0, 0]
-        if x.dtype == torch.float32 and x.is_contiguous(memory_format=torch.channels_last):
+        if x.device.type == "cpu" and x.dtype == torch.float32 and x.is_contiguous(memory_format=torch.channels_last):
             # channels-last rows are contiguous: torch's fused layer norm with eps 0 is (x - mean) * rsqrt(var),
-            # the official (x - mean) * rsqrt(clamp(var, eps)) wherever var >= eps (3-4x faster at 853 channels)
+            # the official (x - mean) * rsqrt(clamp(var, eps)) wherever var >= eps (3-4x faster at 853 channels;
+            # CPU only: the check below would wait for a GPU on every call)
             rows, _, rstd = torch.native_layer_norm(x.permute(0, 2, 3, 1), (x.shape[1],), g.float(), None, 0.0)
             if not bool((rstd > eps**-0.5).any()):  # no row with var < eps, where the clamp would act
                 return rows.permute(0, 3, 1, 2).to(self.g.dtype)  # [N, C, H, W], channels-last
@@ -236,15 +237,15 @@ class FrameShiftBlock(nn.Module):
 
         The shift drops what chunk i's convolution gives for the last i frames (44 % of the outputs at 8 frames
         and 8 chunks), so those are not computed: frame f needs only the output channels of chunks 0..F-1-f, a
-        prefix of the kernel. Without autograd, frames go through the convolution in groups (at least
+        prefix of the kernel. On a CPU without autograd, frames go through the convolution in groups (at least
         `MIN_PIXELS` pixels per call), each with the prefix its first frame needs, and each chunk is added into
-        place."""
+        place (GPUs keep the one call: the split was measured on CPUs only)."""
         norm, act, conv = self.out_layers
         h = act(norm(x))  # [(B F), C, H, W]
         n, c, hh, ww = h.shape
         b = n // num_frames
         group = min(num_frames, -(-self.MIN_PIXELS // (b * hh * ww)))
-        if group >= num_frames or torch.is_grad_enabled():  # one call for every frame and channel
+        if group >= num_frames or torch.is_grad_enabled() or x.device.type != "cpu":  # one call: all frames, channels
             return x + frame_shift(conv(h), num_frames)
         size = -(-c // SHIFT_CHUNKS)  # torch.chunk's chunk width
         out = x.clone()  # [(B F), C, H, W], x's memory format
