@@ -141,7 +141,7 @@ class JointDenoiser(nn.Module):
                 env = own[modality]  # [B, 1, C_env]
             else:
                 env = torch.stack([e for m, e in own.items() if m is not modality]).mean(0)  # [B, 1, C_env]
-            ctx = context  # [B, 1, D]
+            ctx = context  # [G B, 1, D]
             leaders = [e for m, e in offered.items() if SETTLE_ORDER[m] < SETTLE_ORDER[modality]]
             if compose and leaders:
                 lead = repeat_rows(torch.stack(leaders).mean(0), context.shape[0])  # [G B, 1, C_env]
