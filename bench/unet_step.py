@@ -137,7 +137,10 @@ def main(argv: list[str] | None = None) -> int:
     dtype = getattr(torch, a.dtype)
     torch.manual_seed(0)
     mine = ours(a.unet).eval()
-    twice = lambda x, t: (torch.cat([x, x]), torch.cat([t, t]))  # noqa: E731  the latent in both halves
+
+    def twice(x: torch.Tensor, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return torch.cat([x, x]), torch.cat([t, t])  # the latent in both halves
+
     if a.shared == "on":
         runs = {"ours": lambda x, t, c: mine(x, t, c)}
     else:

@@ -131,8 +131,13 @@ class GEGLU32(nn.Module):
     """Channel-split GEGLU computed in float32: first half * gelu(second half)."""
 
     def forward(self, x: Tensor) -> Tensor:
-        value, gate = x.float().chunk(2, dim=1)  # [N, inner, H, W] each
-        return value * F.gelu(gate)
+        value, gate = x.chunk(2, dim=1)  # [N, inner, H, W] each
+        return geglu32(value, gate)
+
+
+def geglu32(value: Tensor, gate: Tensor, out: Tensor | None = None) -> Tensor:
+    """value * gelu(gate) computed in float32 (the official island), written into `out` when given."""
+    return torch.mul(value.float(), F.gelu(gate.float()), out=out)
 
 
 def token_shift(x: Tensor, num_frames: int) -> Tensor:
@@ -183,7 +188,7 @@ class TemporalFeedForward(nn.Module):
     def forward(self, x: Tensor, num_frames: int) -> Tensor:
         """Args: x [(B F), C, H, W]. Returns the update [(B F), C, H, W] (no residual).
 
-        Without autograd, `token_shift(GEGLU32(h))` is written straight into one float32 buffer in `x`'s memory
+        Without autograd, `token_shift(GEGLU32(h))` is written straight into one float32 buffer in `h`'s memory
         format, the moved half's GEGLU only for the frames that move (the last frame's would be dropped), so that
         the channel LayerNorm reads channels-last rows (at the released sizes the GEGLU, the shift and the norm had
         taken half of this block's time)."""
@@ -192,35 +197,26 @@ class TemporalFeedForward(nn.Module):
         h = (
             token_shift(self.proj_in[1](h), num_frames)
             if torch.is_grad_enabled()
-            else self._shifted_geglu(h, x, num_frames)
+            else self._shifted_geglu(h, num_frames)
         )
         h = norm(h)  # [(B F), inner, H, W] in the parameter dtype
         return F.conv2d(h.to(conv_out.weight.dtype), conv_out.weight[..., 0])  # [(B F), C, H, W]
 
     @staticmethod
-    def _shifted_geglu(h: Tensor, x: Tensor, num_frames: int) -> Tensor:
-        """`token_shift(GEGLU32(h))` without autograd, [(B F), inner, H, W] float32 in `x`'s memory format."""
+    def _shifted_geglu(h: Tensor, num_frames: int) -> Tensor:
+        """`token_shift(GEGLU32(h))` without autograd, [(B F), inner, H, W] float32 in `h`'s memory format."""
         n, c2, hh, ww = h.shape
         b, inner = n // num_frames, c2 // 2
         keep = (inner + 1) // 2  # torch.chunk(2) puts the larger half first
         value = h[:, :inner].view(b, num_frames, inner, hh, ww)  # [B, F, inner, H, W]
         gate = h[:, inner:].view(b, num_frames, inner, hh, ww)
-        out = torch.empty((n, inner, hh, ww), dtype=torch.float32, device=h.device)
-        out = out.contiguous(memory_format=_memory_format(x))  # [(B F), inner, H, W]
+        layout = torch.channels_last if h.is_contiguous(memory_format=torch.channels_last) else torch.contiguous_format
+        out = torch.empty((n, inner, hh, ww), dtype=torch.float32, device=h.device, memory_format=layout)
         video = out.view(b, num_frames, inner, hh, ww)
-        _geglu32(value[:, :, :keep], gate[:, :, :keep], video[:, :, :keep])  # the kept half, every frame
-        _geglu32(value[:, :-1, keep:], gate[:, :-1, keep:], video[:, 1:, keep:])  # the moved half: f -> f + 1
+        geglu32(value[:, :, :keep], gate[:, :, :keep], out=video[:, :, :keep])  # the kept half, every frame
+        geglu32(value[:, :-1, keep:], gate[:, :-1, keep:], out=video[:, 1:, keep:])  # the moved half: f -> f + 1
         video[:, :1, keep:] = 0
         return out
-
-
-def _geglu32(value: Tensor, gate: Tensor, out: Tensor) -> None:
-    """Writes GEGLU32's value * gelu(gate), computed in float32, into the view `out`."""
-    torch.mul(value.float(), F.gelu(gate.float()), out=out)
-
-
-def _memory_format(x: Tensor) -> torch.memory_format:
-    return torch.channels_last if x.is_contiguous(memory_format=torch.channels_last) else torch.contiguous_format
 
 
 class FrameShiftBlock(nn.Module):

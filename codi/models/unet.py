@@ -249,13 +249,14 @@ class _CoDiUNet(nn.Module):
         if context.shape[0] % x.shape[0]:
             raise ValueError(f"context rows ({context.shape[0]}) must be a multiple of the latent's ({x.shape[0]})")
         h, frames = self._features(x)
-        emb = self._embed(timesteps, x.shape[0], frames)  # [(B F), E]; TimestepSequential repeats it with h
+        emb = self._embed(timesteps, x.shape[0], frames)  # [(B F), E], repeated with h's rows
         rows = context.shape[0]  # G B
         context = _per_frame(context.to(h.dtype), frames)  # [(G B F), M, D]
         env = None if env_context is None else _per_frame(repeat_rows(env_context, rows).to(h.dtype), frames)
         skips = []
         for block, connector in zip(self.input_blocks, self.input_block_connecters_in):
             h = block(h, emb, context, frames)  # [(B F) or (G B F), C, ...]
+            emb = repeat_rows(emb, h.shape[0])  # once the rows grew, later blocks need no repeat of their own
             if connector is not None and env is not None:
                 h = connector(h, emb, env, frames)
             skips.append(h)
