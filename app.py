@@ -34,7 +34,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--dtype",
         default="auto",
         choices=["auto", "float32", "float16", "bfloat16"],
-        help="auto: for the released model float16 on a GPU, bfloat16 on a CPU; float32 for tiny",
+        help="auto: float32 for tiny; for the released model (or a folder of it) float16 on a GPU, bfloat16 on a CPU",
     )
     p.add_argument("--host", default=env.get("GRADIO_SERVER_NAME", "127.0.0.1"), help="address to listen on")
     p.add_argument("--port", type=int, default=int(env.get("GRADIO_SERVER_PORT", "7860")))
@@ -68,15 +68,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-def resolve_device(device: str, dtype: str, model: str) -> tuple[str, str]:
+def resolve_device(device: str) -> str:
+    """`--device auto`: CUDA when present (or on a ZeroGPU Space), else the CPU. (`--dtype auto` is resolved by
+    the pipeline, which knows the model's size: `CoDiPipeline.from_preset`.)"""
     import torch
 
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() or is_zero_gpu() else "cpu"
-    if dtype == "auto":
-        big = model != "tiny"  # the released model or a converted folder of it
-        dtype = ("float16" if not device.startswith("cpu") else "bfloat16") if big else "float32"
-    return device, dtype
+    return device
 
 
 def on_space() -> bool:
@@ -118,7 +117,7 @@ def main(argv: list[str] | None = None) -> int:
     from ui.engine import Engine
     from ui.examples import DEFAULT_EXAMPLES
 
-    device, dtype = resolve_device(args.device, args.dtype, args.model)
+    device, dtype = resolve_device(args.device), args.dtype
     if device == "cpu":
         default_threads()
     try:

@@ -118,7 +118,12 @@ def add_model_options(p: argparse.ArgumentParser) -> None:
     """--model, --device, --dtype and the memory options, shared by generate and the app."""
     p.add_argument("--model", default="tiny", help="tiny (default, embedded), official, or a converted folder")
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, mps ...")
-    p.add_argument("--dtype", default="float32", choices=["float32", "float16", "bfloat16"])
+    p.add_argument(
+        "--dtype",
+        default="auto",
+        choices=["auto", "float32", "float16", "bfloat16"],
+        help="auto (default): float32 for tiny; for the released model float16 on a GPU, bfloat16 on a CPU",
+    )
     p.add_argument(
         "--max-memory",
         type=float,

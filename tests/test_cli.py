@@ -87,6 +87,7 @@ def test_generate_all_outputs(model_dir: Path, media: dict[str, Path], tmp_path:
     meta = json.loads((out / "result.json").read_text())
     assert meta["seed"] == 4 and meta["params"]["steps"] == 3 and meta["params"]["guidance_scale"] == 1.5
     assert meta["params"]["weights"] == [["text", 2.0], ["image", 0.5]]
+    assert meta["model"]["dtype"] == "float32"  # --dtype auto: a small model stays in float32
     assert {"torch", "transformers", "diffusers"} <= set(meta["versions"]) and meta["timings"]["total_s"] > 0
     clip = read_video(out / "video.mp4")
     assert clip.frames.shape[1:] == (64, 64, 3) and clip.audio is not None  # generated audio muxed in

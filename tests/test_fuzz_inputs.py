@@ -615,7 +615,7 @@ def test_batch_lines_of_any_json(pipe, files, work):
 
 @pytest.fixture(scope="module")
 def studio(pipe, work) -> Studio:
-    engine = Engine(pipe, model_info(pipe, "tiny", "cpu", "float32"), work / "runs", keep_runs=4)
+    engine = Engine(pipe, model_info(pipe, "tiny", "cpu"), work / "runs", keep_runs=4)
     return Studio(engine, work / "recordings", work / "examples.json")
 
 

@@ -20,6 +20,9 @@ from codi.models.clip import CLIPEncoderConfig
 from codi.models.optimus import OptimusConfig
 from codi.models.unet import UNetConfig
 from codi.models.vae import ImageVAEConfig
+from codi.pipeline import CoDiPipeline, auto_dtype
+from codi.presets import save_folder
+from codi.tiny import tiny_config
 
 
 def test_every_official_key_lands_on_the_full_size_model() -> None:
@@ -34,6 +37,20 @@ def test_every_official_key_lands_on_the_full_size_model() -> None:
     check_against_module(ours, model)  # complete, same shapes, nothing unexpected
     unet_numel = sum(v.numel() for k, v in model.state_dict().items() if k.startswith("diffusion."))
     assert unet_numel == 1_772_784_247 + 2_048_385_408 + 431_309_032  # spec 1.1
+
+
+def test_auto_dtype_halves_the_released_model_only(tmp_path: Path) -> None:
+    """dtype 'auto' (the CLI's and the app's default): the full-size model (on meta) in bfloat16 on a CPU and
+    float16 on a GPU; the tiny model and a folder of a small model stay in float32, as an explicit dtype does."""
+    with torch.device("meta"):
+        full = CoDiModel(official_config())
+    assert auto_dtype(full, torch.device("cpu")) == torch.bfloat16
+    assert auto_dtype(full, torch.device("cuda", 1)) == torch.float16  # only the device's type is read
+    assert CoDiPipeline.from_preset("tiny", dtype="auto").dtype == torch.float32
+    save_folder(CoDiModel(tiny_config()), tmp_path / "small")
+    pipe = CoDiPipeline.from_preset(str(tmp_path / "small"), dtype="auto")
+    assert pipe.dtype == torch.float32 and pipe.model_report()["dtype"] == "float32"
+    assert CoDiPipeline.from_preset("tiny", dtype="bfloat16").dtype == torch.bfloat16
 
 
 def test_unknown_and_missing_keys_are_named() -> None:

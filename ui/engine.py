@@ -180,7 +180,7 @@ class Engine:
             problem = str(e)
             info = ModelInfo(model, "not loaded", PURPOSES.get(model, ""), device, dtype, problem=problem)
             return cls(None, info, runs_dir, keep_runs, load_args)
-        return cls(pipe, model_info(pipe, model, device, dtype), runs_dir, keep_runs, load_args)
+        return cls(pipe, model_info(pipe, model, device), runs_dir, keep_runs, load_args)
 
     @property
     def can_download(self) -> bool:
@@ -226,7 +226,7 @@ class Engine:
         finally:
             with self._lock:
                 self._download_stop = None
-        info = model_info(pipe, model, device, dtype)
+        info = model_info(pipe, model, device)
         info.why = "the released weights were downloaded from this page"
         with self._lock:
             self.pipe, self.info = pipe, info
@@ -333,14 +333,15 @@ class Engine:
             shutil.rmtree(old, ignore_errors=True)
 
 
-def model_info(pipe: CoDiPipeline, model: str, device: str, dtype: str) -> ModelInfo:
+def model_info(pipe: CoDiPipeline, model: str, device: str) -> ModelInfo:
     """Describes a loaded pipeline for the banner."""
     name = pipe.config.name
     random_weights = "RANDOM" in pipe.source
     purpose = PURPOSES.get(name, pipe.config.description)
     if model not in ("tiny", "official"):
         purpose = f"{pipe.config.description} (checkpoint folder {model})"
-    return ModelInfo(name, pipe.source, purpose, str(device), str(dtype), random_weights=random_weights)
+    dtype = str(pipe.dtype).removeprefix("torch.")  # what 'auto' resolved to
+    return ModelInfo(name, pipe.source, purpose, str(device), dtype, random_weights=random_weights)
 
 
 def read_run_request(folder: str | Path) -> GenerationRequest:
