@@ -121,6 +121,29 @@ def test_sta_is_identity_for_images_and_mixes_frames() -> None:
     torch.testing.assert_close(y[3:], y2[3:])  # the other sample does not
 
 
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_sta_hands_its_feed_forward_channels_last_rows(channels_last) -> None:
+    """Whatever the input's layout, the STA's output and what its channel LayerNorm reads are channels-last (the
+    norm's fused CPU path needs contiguous channel rows), with the values of the plain reshape."""
+    torch.manual_seed(0)
+    sta = SpatioTemporalAttention(32, 8).eval()
+    x = torch.randn(6, 32, 4, 5)
+    cl = torch.channels_last
+    x = x.contiguous(memory_format=cl) if channels_last else x
+    seen = []
+    sta.ff.proj_out[0].register_forward_pre_hook(lambda m, a: seen.append(a[0].is_contiguous(memory_format=cl)))
+    with torch.no_grad():
+        y = sta(x, 3)
+        read_by_norm = list(seen)
+        seq = x.view(2, 3, 32, 4, 5).permute(0, 3, 4, 1, 2).reshape(40, 3, 32)
+        seq = seq + sta.temporal_attn(seq, sta.temporal_rel_pos_bias(3))
+        mixed = seq.view(2, 4, 5, 3, 32).permute(0, 3, 4, 1, 2).reshape(6, 32, 4, 5)
+        mixed = mixed + sta.ff(mixed.contiguous(), 3)
+        expected = sta.frameshiftblock(mixed, 3)
+    assert read_by_norm == [True] and y.is_contiguous(memory_format=cl)
+    torch.testing.assert_close(y, expected, rtol=1e-5, atol=1e-5)
+
+
 def test_unet2d_shapes_environment_and_connectors() -> None:
     unets, d = tiny_unets(), inputs()
     image = unets["image"]

@@ -277,7 +277,11 @@ class SpatioTemporalAttention(nn.Module):
         b = n // num_frames
         seq = x.view(b, num_frames, c, h, w).permute(0, 3, 4, 1, 2).reshape(b * h * w, num_frames, c)
         seq = seq + self.temporal_attn(seq, self.temporal_rel_pos_bias(num_frames))  # [(B H W), F, C]
-        x = seq.view(b, h, w, num_frames, c).permute(0, 3, 4, 1, 2).reshape(n, c, h, w)  # [(B F), C, H, W]
+        # back to [(B F), C, H, W], channels-last (the layout the convolutions and the feed-forward's norm want)
+        x = torch.empty((n, c, h, w), dtype=seq.dtype, device=seq.device, memory_format=torch.channels_last)
+        x.permute(0, 2, 3, 1).view(b, num_frames, h, w, c).copy_(
+            seq.view(b, h, w, num_frames, c).permute(0, 3, 1, 2, 4)
+        )
         x = x + self.ff(x, num_frames)  # [(B F), C, H, W]
         return self.frameshiftblock(x, num_frames)
 
