@@ -162,7 +162,7 @@ class CoDiPipeline:
         model, weights, source = open_model(name, device=storage, dtype=dtype, **kwargs)
         if auto:
             dtype = auto_dtype(model, device)
-            model.to(dtype)  # nothing to convert where the parameters are still on meta (every loaded model)
+            model.to(dtype)  # parameters still on meta: free (a model loaded already is small, so float32)
         limit = None if max_memory is None else float(max_memory) * 1e9
         manager = ComponentManager(model, weights, device, dtype, max_memory=limit, offload=offload)
         if weights is not None and (lazy is False or (lazy is None and sum(manager.sizes.values()) < 1e9)):

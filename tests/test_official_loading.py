@@ -39,7 +39,7 @@ def test_every_official_key_lands_on_the_full_size_model() -> None:
     assert unet_numel == 1_772_784_247 + 2_048_385_408 + 431_309_032  # spec 1.1
 
 
-def test_auto_dtype_halves_the_released_model_only(tmp_path: Path) -> None:
+def test_auto_dtype_halves_the_released_model_only(tmp_path: Path, monkeypatch) -> None:
     """dtype 'auto' (the CLI's and the app's default): the full-size model (on meta) in bfloat16 on a CPU and
     float16 on a GPU; the tiny model and a folder of a small model stay in float32, as an explicit dtype does."""
     with torch.device("meta"):
@@ -51,6 +51,11 @@ def test_auto_dtype_halves_the_released_model_only(tmp_path: Path) -> None:
     pipe = CoDiPipeline.from_preset(str(tmp_path / "small"), dtype="auto")
     assert pipe.dtype == torch.float32 and pipe.model_report()["dtype"] == "float32"
     assert CoDiPipeline.from_preset("tiny", dtype="bfloat16").dtype == torch.bfloat16
+    monkeypatch.setattr("codi.pipeline.AUTO_FLOAT32_BYTES", 1)  # the same folder counted as big: loaded in bfloat16
+    pipe = CoDiPipeline.from_preset(str(tmp_path / "small"), dtype="auto")
+    assert pipe.dtype == torch.bfloat16 and pipe.model.diffusion.unet_image.out[2].weight.dtype == torch.bfloat16
+    image = pipe(inputs={"text": "a red circle"}, outputs=["image"], steps=1, seed=0).image
+    assert image.size == (64, 64)
 
 
 def test_unknown_and_missing_keys_are_named() -> None:
