@@ -6,6 +6,9 @@ combination in a fresh process, in float16, without and with `--offload model`:
     python bench/official_gpu.py                       # all cases, both offload modes
     python bench/official_gpu.py --steps 10 --cases text->image --offload none
 
+Each case prints its row (and rewrites --json) as it finishes, and the uncompiled runs come first, so a run cut
+short by a time limit still has every case measured without compiling.
+
 Targets (issue 17): text->image <= 6 GB peak VRAM without offload, text->video+audio <= 12 GB, all four
 <= 14 GB, each below 4 GB with --offload model.
 """
@@ -46,16 +49,16 @@ def main() -> int:
     print(f"# {torch.cuda.get_device_name(0)}, torch {torch.__version__}, {args.dtype}, {args.steps} DDIM steps")
     cache = Path(args.cache) if args.cache else ensure_rehearsal_cache()
     rows = []
-    compiles = (False, True) if args.compile == "both" else (args.compile == "on",)
-    for offload in ("none", "model") if args.offload == "both" else (args.offload,):
-        for compiled in compiles if offload == "none" else (False,):
-            run = argparse.Namespace(device="cuda", dtype=args.dtype, steps=args.steps, offload=offload)
-            run.compile = compiled
-            for name in args.cases.split(","):
-                folder = Path(args.out) / f"{offload}{'-compiled' if compiled else ''}"
-                row = {**run_case(name.strip(), run, cache, folder), "offload": offload, "compile": compiled}
-                rows.append(row)
-                print(json.dumps(row), flush=True)
+    for offload, compiled in plan(args.offload, args.compile):
+        run = argparse.Namespace(device="cuda", dtype=args.dtype, steps=args.steps, offload=offload)
+        run.compile = compiled
+        for name in args.cases.split(","):
+            folder = Path(args.out) / f"{offload}{'-compiled' if compiled else ''}"
+            row = {**run_case(name.strip(), run, cache, folder), "offload": offload, "compile": compiled}
+            rows.append(row)
+            print(json.dumps(row), flush=True)
+            if args.json:  # rewritten after every case: a run stopped by a time limit keeps what it measured
+                Path(args.json).write_text(json.dumps(rows, indent=2) + "\n")
     print("\n| case | offload | compile | s per generation | s / step | peak VRAM GB | target |")
     print("|---|---|---|---|---|---|---|")
     for r in rows:
@@ -74,9 +77,20 @@ def main() -> int:
             mark,
         ]
         print("| " + " | ".join(cells) + " |")
-    if args.json:
-        Path(args.json).write_text(json.dumps(rows, indent=2) + "\n")
     return 0 if all("error" not in r for r in rows) else 1
+
+
+def plan(offload: str, compile: str) -> list[tuple[str, bool]]:
+    """(offload, compiled) runs in order: the uncompiled ones first (each compiled case spends minutes compiling),
+    so that a run cut short by a time limit has measured every case at least without compiling."""
+    modes = ("none", "model") if offload == "both" else (offload,)
+    runs: list[tuple[str, bool]] = []
+    for compiled in (False, True) if compile == "both" else (compile == "on",):
+        for mode in modes:
+            run = (mode, compiled and mode == "none")  # offloaded parts are not compiled
+            if run not in runs:
+                runs.append(run)
+    return runs
 
 
 if __name__ == "__main__":
