@@ -117,7 +117,7 @@ def main(argv: list[str] | None = None) -> int:
     from ui.engine import Engine
     from ui.examples import DEFAULT_EXAMPLES
 
-    device, dtype = resolve_device(args.device), args.dtype
+    device = resolve_device(args.device)
     if device == "cpu":
         default_threads()
     try:
@@ -131,7 +131,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.runs is None:  # one scratch folder per instance: two apps never prune each other's runs
             args.runs = tempfile.mkdtemp(prefix="codi-studio-runs-")
             atexit.register(shutil.rmtree, args.runs, ignore_errors=True)
-        engine = Engine.load(args.model, device=device, dtype=dtype, runs_dir=args.runs, **memory)
+        engine = Engine.load(args.model, device=device, dtype=args.dtype, runs_dir=args.runs, **memory)
     except (FileNotFoundError, ValueError, OSError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -30,7 +30,7 @@ from codi.media import AudioClip, VideoClip
 from codi.modality import ALL_MODALITIES, Modality
 from codi.model import CoDiModel
 from codi.models.joint import CouplingMode, mix_conditions
-from codi.residency import ComponentManager, peak_memory, reset_peak_memory
+from codi.residency import ComponentManager, peak_memory, reset_peak_memory, tensor_bytes
 from codi.sampling import (
     Prediction,
     Sampler,
@@ -577,8 +577,7 @@ def auto_dtype(model: torch.nn.Module, device: torch.device) -> torch.dtype:
     """What dtype 'auto' means for `model` (parameters on meta or loaded) on `device`: float32 for a small model
     (the tiny one: 0.1 GB), else half precision: float16 on a GPU, bfloat16 on a CPU (float16 kernels are slow on
     CPUs and its range is short)."""
-    params = {id(p): p for p in model.parameters()}.values()  # tied weights once
-    if sum(p.numel() for p in params) * 4 < AUTO_FLOAT32_BYTES:
+    if tensor_bytes(list(model.parameters()), torch.float32) < AUTO_FLOAT32_BYTES:
         return torch.float32
     return torch.bfloat16 if device.type == "cpu" else torch.float16
 

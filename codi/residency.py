@@ -70,7 +70,7 @@ def channels_last_convs(model: nn.Module) -> None:
                 weight.data = weight.data.contiguous(memory_format=torch.channels_last)
 
 
-def _component_bytes(tensors: list[Tensor], dtype: torch.dtype) -> int:
+def tensor_bytes(tensors: list[Tensor], dtype: torch.dtype) -> int:
     """Bytes of `tensors` once loaded in `dtype` (floating ones); a tied tensor counts once."""
     unique = {id(t): t for t in tensors}.values()
     float_size = torch.empty((), dtype=dtype).element_size()
@@ -101,7 +101,7 @@ class ComponentManager:
         self.max_memory, self.offload = max_memory, offload
         state = model.state_dict(keep_vars=True)  # meta tensors where not loaded
         self.keys = group_keys(state)
-        self.sizes = {name: _component_bytes([state[k] for k in keys], dtype) for name, keys in self.keys.items()}
+        self.sizes = {name: tensor_bytes([state[k] for k in keys], dtype) for name, keys in self.keys.items()}
         self.resident: OrderedDict[str, None] = OrderedDict()  # least recently used first
         self.loaded_log: list[str] = []  # components loaded since the last `take_loaded()`
         self.load_seconds = 0.0
