@@ -12,6 +12,7 @@ from conftest import parity_dir
 from codi.keymaps.unet import unet_map
 from codi.loading import check_against_module, convert_official_state_dict
 from codi.modality import Modality
+from codi.models import unet_blocks
 from codi.models.joint import CouplingMode, JointDenoiser, mix_conditions
 from codi.models.temporal import (
     ChanLayerNorm,
@@ -22,7 +23,7 @@ from codi.models.temporal import (
     token_shift,
 )
 from codi.models.unet import UNet0D, UNet2D, UNetConfig
-from codi.models.unet_blocks import timestep_embedding
+from codi.models.unet_blocks import Upsample, timestep_embedding, upsample_conv, use_upsample_conv
 
 TINY = dict(
     model_channels=64,
@@ -390,3 +391,48 @@ def test_conditions_sharing_a_latent_equal_the_latent_repeated(name: str, joint:
     assert not torch.allclose(shared[:2], shared[2:])  # the two conditions still differ
     with pytest.raises(ValueError, match="multiple of the latent"):
         unet(x, t, context[:3])
+
+
+@pytest.mark.parametrize("shape", [(2, 6, 5, 7), (1, 3, 1, 1), (3, 4, 2, 6)])
+@pytest.mark.parametrize("channels_last", [False, True])
+@pytest.mark.parametrize("bias", [True, False])
+def test_upsample_conv_is_the_convolution_of_the_upsampled_map(shape, channels_last, bias) -> None:
+    """By output parity (2x2 kernels of summed taps on the padded input) = 3x3 convolution of the nearest-x2 map."""
+    gen = torch.Generator().manual_seed(0)
+    n, c, h, w = shape
+    x = torch.randn(shape, generator=gen, dtype=torch.float64)
+    weight = torch.randn(5, c, 3, 3, generator=gen, dtype=torch.float64)
+    b = torch.randn(5, generator=gen, dtype=torch.float64) if bias else None
+    if channels_last:
+        x, weight = (t.contiguous(memory_format=torch.channels_last) for t in (x, weight))
+    expected = F.conv2d(F.interpolate(x, scale_factor=2.0, mode="nearest"), weight, b, padding=1)
+    got = upsample_conv(x, weight, b)
+    assert got.shape == (n, 5, 2 * h, 2 * w)
+    torch.testing.assert_close(got, expected, rtol=1e-12, atol=1e-12)
+    if channels_last or h * w > 1:  # a 1x1 map is contiguous in both layouts (and gets channels-last)
+        assert got.is_contiguous(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
+
+
+def test_upsample_takes_the_parity_path_only_where_it_pays(monkeypatch) -> None:
+    """CPU inference at the released sizes; not under autograd, not for the tiny model's small convolutions, and
+    in bfloat16 not below 1024 pixels per call (where it measured slower)."""
+    big, weight = torch.empty(1, 512, 32, 32), torch.empty(512, 512, 3, 3)  # 9.7e9 multiply-adds
+    with torch.no_grad():
+        assert use_upsample_conv(big, weight)
+        assert use_upsample_conv(big.bfloat16(), weight.bfloat16())  # 1024 pixels
+        assert not use_upsample_conv(torch.empty(16, 1280, 4, 4).bfloat16(), torch.empty(1280, 1280, 3, 3))
+        assert use_upsample_conv(torch.empty(16, 1280, 4, 4), torch.empty(1280, 1280, 3, 3))  # float32
+        assert not use_upsample_conv(torch.empty(4, 32, 32, 32), torch.empty(32, 32, 3, 3))  # tiny's largest
+    assert not use_upsample_conv(big, weight)  # autograd on: the plain path (training)
+
+    torch.manual_seed(0)
+    up = Upsample(8).eval()
+    x = torch.randn(2, 8, 5, 6)
+    expected = up(x).detach()  # autograd on: interpolate + conv
+    calls = []
+    monkeypatch.setattr(unet_blocks, "UPSAMPLE_CONV_MIN_MACS", 0)
+    monkeypatch.setattr(unet_blocks, "upsample_conv", lambda *a: calls.append(1) or upsample_conv(*a))
+    with torch.no_grad():
+        got = up(x)
+    assert calls == [1]
+    torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)

@@ -12,12 +12,14 @@ import torch
 import torch.nn.functional as F
 from conftest import parity_dir
 from diffusers.models.attention_processor import AttnProcessor2_0
+from diffusers.models.upsampling import Upsample2D
 
 from codi.keymaps.vae import AUDIOLDM_RULES, AUTOKL_RULES
 from codi.loading import ComponentMap, convert_official_state_dict
+from codi.models import unet_blocks, vae
 from codi.models.audio_vae import AudioVAE, AudioVAEConfig, MelConfig, MelFrontend, normalize_waveform
 from codi.models.griffin_lim import mel_to_linear
-from codi.models.vae import ImageVAE, ImageVAEConfig, to_uint8
+from codi.models.vae import ImageVAE, ImageVAEConfig, ParityUpsample2D, to_uint8
 from codi.world import Scene, read_audio, render_audio
 
 TINY_DDCONFIG = {
@@ -136,6 +138,28 @@ def test_image_vae_sampling_uses_only_the_generator() -> None:
     b = vae.encode(x, generator=torch.Generator().manual_seed(3), sample=True)
     torch.testing.assert_close(a, b, rtol=0, atol=0)
     assert not torch.allclose(a, vae.encode(x))
+
+
+def test_decoder_upsamplers_compute_by_parity_with_the_same_keys_and_pixels(monkeypatch) -> None:
+    """The decoder's nearest + 3x3 upsamplers are ParityUpsample2D, holding diffusers' keys; the same pixels
+    whichever path runs."""
+    model = tiny_image_vae()
+    ups = [up for block in model.vae.decoder.up_blocks for up in (block.upsamplers or ())]
+    assert len(ups) == len(TINY_DDCONFIG["ch_mult"]) - 1
+    for up in ups:
+        assert type(up) is ParityUpsample2D
+        assert up.state_dict().keys() == Upsample2D(up.channels, use_conv=True).state_dict().keys()
+    z = torch.randn(2, 4, 6, 5, generator=torch.Generator().manual_seed(0))
+    calls = []
+    monkeypatch.setattr(unet_blocks, "UPSAMPLE_CONV_MIN_MACS", 0)
+    monkeypatch.setattr(vae, "upsample_conv", lambda *a: calls.append(1) or unet_blocks.upsample_conv(*a))
+    with torch.no_grad():
+        by_parity = model.decode(z)
+        assert len(calls) == len(ups)
+        monkeypatch.setattr(vae, "use_upsample_conv", lambda *a: False)
+        plain = model.decode(z)
+    assert len(calls) == len(ups)
+    torch.testing.assert_close(by_parity, plain, rtol=1e-5, atol=1e-5)
 
 
 def test_to_uint8_truncates_and_moves_channels_last() -> None:

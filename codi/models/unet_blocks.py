@@ -143,8 +143,63 @@ class Upsample(nn.Module):
         self.conv = nn.Conv2d(channels, channels, 3, padding=1)
 
     def forward(self, x: Tensor) -> Tensor:
-        x = F.interpolate(x, scale_factor=2.0, mode="nearest")  # [N, C, 2H, 2W]
-        return self.conv(x)
+        """Args: x [N, C, H, W]. Returns [N, C, 2H, 2W]."""
+        if use_upsample_conv(x, self.conv.weight):
+            return upsample_conv(x, self.conv.weight, self.conv.bias)
+        return self.conv(F.interpolate(x, scale_factor=2.0, mode="nearest"))
+
+
+UPSAMPLE_CONV_MIN_MACS = 10**9  # multiply-adds of the plain convolution below which the call overheads win
+UPSAMPLE_CONV_MIN_PIXELS = 1024  # N H W below which half precision keeps the plain path (summing kernels costs more)
+
+
+def use_upsample_conv(x: Tensor, weight: Tensor) -> bool:
+    """Whether `upsample_conv` should replace upsample-then-convolve for `x` [N, C, H, W] and a 3x3 `weight`: on a
+    CPU without autograd (GPUs keep the plain path: it was measured on CPUs only), for convolutions of at least
+    `UPSAMPLE_CONV_MIN_MACS` (the tiny model's are 1.5-4x slower by parity, all overhead), and in half precision
+    from `UPSAMPLE_CONV_MIN_PIXELS` pixels per call (the released video UNet's [16, 1280, 4, 4] was 1.27x slower
+    in bfloat16, where AMX makes the convolution itself about as fast as summing its kernels)."""
+    if torch.is_grad_enabled() or x.device.type != "cpu":
+        return False
+    n, c, h, w = x.shape
+    if n * 4 * h * w * weight.shape[0] * c * 9 < UPSAMPLE_CONV_MIN_MACS:
+        return False
+    return x.dtype == torch.float32 or n * h * w >= UPSAMPLE_CONV_MIN_PIXELS
+
+
+# Which 3x3 taps fall on each of the 2 source pixels a nearest-x2 output row (or column) of parity 0/1 reads:
+# parity 0 reads rows i-1 (tap 0) and i (taps 1, 2); parity 1 reads rows i (taps 0, 1) and i+1 (tap 2).
+_PARITY_TAPS = ((1.0, 0.0, 0.0), (0.0, 1.0, 1.0)), ((1.0, 1.0, 0.0), (0.0, 0.0, 1.0))  # [parity][2 taps][3 taps]
+
+
+def upsample_conv(x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
+    """`conv2d(interpolate(x, scale 2, nearest), weight, bias, padding=1)` for a 3x3 `weight`, by output parity.
+
+    An output pixel (2i + a, 2j + b) of the convolution on the nearest-upsampled map sees only a 2x2 patch of `x`,
+    whose pixels carry summed taps of the kernel. Each of the 4 parities is then a 2x2 convolution on `x` (padded by
+    one), 16 multiplications per output-channel pixel pair of `x` against the 36 of the upsampled map; the kernels
+    are summed per call (a matrix product, cheap against the convolutions) and the parities interleaved into place.
+    Same numbers up to float rounding (the taps are summed before multiplying).
+
+    Args:
+        x: [N, C, H, W]; weight: [O, C, 3, 3]; bias: [O] or None.
+    Returns:
+        [N, O, 2H, 2W] in `x`'s memory format.
+    """
+    n, _, h, w = x.shape
+    o, c = weight.shape[:2]
+    taps = torch.tensor(_PARITY_TAPS, dtype=weight.dtype, device=weight.device)  # [2, 2, 3]
+    mix = torch.einsum("apk,bql->abpqkl", taps, taps).reshape(16, 9)  # rows (a, b, p, q), columns (k, l)
+    kernels = torch.matmul(mix, weight.permute(0, 2, 3, 1).reshape(o, 9, c))  # [O, 16, C]
+    kernels = kernels.view(o, 4, 2, 2, c).permute(1, 0, 4, 2, 3)  # [4 parities, O, C, 2, 2]
+    layout = torch.channels_last if x.is_contiguous(memory_format=torch.channels_last) else torch.contiguous_format
+    padded = F.pad(x, (1, 1, 1, 1))  # [N, C, H + 2, W + 2]
+    out = torch.empty((n, o, 2 * h, 2 * w), dtype=x.dtype, device=x.device, memory_format=layout)
+    grid = out.view(n, o, h, 2, w, 2)  # [N, O, H, a, W, b]
+    for a in range(2):
+        for b in range(2):
+            grid[:, :, :, a, :, b] = F.conv2d(padded[:, :, a : a + h + 1, b : b + w + 1], kernels[2 * a + b], bias)
+    return out
 
 
 class CrossAttention(nn.Module):
