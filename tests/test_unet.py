@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import shutil
 
 import pytest
 import torch
@@ -369,6 +370,21 @@ def test_channel_layer_norm_clamps_small_variances() -> None:
         torch.testing.assert_close(fused, expected, rtol=1e-5, atol=1e-4)  # (x - mean) ~1e-4 loses digits x 316
         torch.testing.assert_close(plain, expected, rtol=1e-5, atol=1e-4)
     assert fused[1, :, 2, 2].abs().max() < 0.3 < expected[0].abs().max()  # clamped: ~(x - mean) / sqrt(1e-5)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(shutil.which("g++") is None and shutil.which("c++") is None, reason="no C++ compiler")
+def test_channel_layer_norm_compiles_as_one_graph() -> None:
+    """Under torch.compile the channel norm takes the spelled-out formula: the fused path's `.any()` check would
+    break the graph in every temporal block (fullgraph=True raises on a break)."""
+    torch.manual_seed(0)
+    norm = ChanLayerNorm(16)
+    x = torch.randn(2, 16, 3, 3).contiguous(memory_format=torch.channels_last)
+    x[1, :, 2, 2] = 0.5  # var 0 < eps: clamped
+    torch._dynamo.reset()
+    with torch.no_grad():
+        compiled = torch.compile(norm, fullgraph=True, dynamic=False)(x)
+        torch.testing.assert_close(compiled, norm(x), rtol=1e-5, atol=1e-5)
 
 
 @pytest.mark.parametrize("name", ["image", "video", "audio", "text"])

@@ -50,10 +50,12 @@ class ChanLayerNorm(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         eps, g = _eps_for(x), self.g[:, 0, 0, 0]
-        if x.device.type == "cpu" and x.dtype == torch.float32 and x.is_contiguous(memory_format=torch.channels_last):
+        eager_cpu = x.device.type == "cpu" and not torch.compiler.is_compiling()
+        if eager_cpu and x.dtype == torch.float32 and x.is_contiguous(memory_format=torch.channels_last):
             # channels-last rows are contiguous: torch's fused layer norm with eps 0 is (x - mean) * rsqrt(var),
             # the official (x - mean) * rsqrt(clamp(var, eps)) wherever var >= eps (3-4x faster at 853 channels;
-            # CPU only: the check below would wait for a GPU on every call)
+            # eager CPU only: the check below would wait for a GPU on every call, and under torch.compile it would
+            # break the graph where the compiler fuses the formula below anyway)
             rows, _, rstd = torch.native_layer_norm(x.permute(0, 2, 3, 1), (x.shape[1],), g.float(), None, 0.0)
             if not bool((rstd > eps**-0.5).any()):  # no row with var < eps, where the clamp would act
                 return rows.permute(0, 3, 1, 2).to(self.g.dtype)  # [N, C, H, W], channels-last
