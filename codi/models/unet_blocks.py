@@ -177,7 +177,7 @@ def upsample_conv(x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
 
     An output pixel (2i + a, 2j + b) of the convolution on the nearest-upsampled map sees only a 2x2 patch of `x`,
     whose pixels carry summed taps of the kernel. Each of the 4 parities is then a 2x2 convolution on `x` (padded by
-    one), 16 multiplications per output-channel pixel pair of `x` against the 36 of the upsampled map; the kernels
+    one): per pixel of `x` and pair of channels, 16 multiplications against the 36 on the upsampled map. The kernels
     are summed per call (a matrix product, cheap against the convolutions) and the parities interleaved into place.
     Same numbers up to float rounding (the taps are summed before multiplying).
 

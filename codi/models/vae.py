@@ -94,8 +94,8 @@ class ParityUpsample2D(Upsample2D):
         plain = (
             type(up) is Upsample2D
             and isinstance(conv, nn.Conv2d)
-            and up.interpolate
-            and up.norm is None
+            and getattr(up, "interpolate", True)  # diffusers 0.42's options, read defensively
+            and getattr(up, "norm", None) is None
             and conv.kernel_size == (3, 3)
             and conv.padding == (1, 1)
             and conv.stride == (1, 1)
