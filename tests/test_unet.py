@@ -24,7 +24,15 @@ from codi.models.temporal import (
     token_shift,
 )
 from codi.models.unet import UNet0D, UNet2D, UNetConfig
-from codi.models.unet_blocks import Upsample, timestep_embedding, upsample_conv, use_upsample_conv
+from codi.models.unet_blocks import (
+    Conv2d,
+    Upsample,
+    matmul_conv,
+    timestep_embedding,
+    upsample_conv,
+    use_matmul_conv,
+    use_upsample_conv,
+)
 
 TINY = dict(
     model_channels=64,
@@ -451,4 +459,44 @@ def test_upsample_takes_the_parity_path_only_where_it_pays(monkeypatch) -> None:
     with torch.no_grad():
         got = up(x)
     assert calls == [1]
+    torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("kernel, stride, padding", [(3, 1, 1), (3, 2, 1), (1, 1, 0), (2, 1, 0), (3, 1, 0)])
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_matmul_conv_is_the_convolution(kernel, stride, padding, channels_last) -> None:
+    """Patches gathered channels-last times the kernel viewed [O, kh kw C] = F.conv2d, any stride and padding."""
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(2, 5, 7, 6, generator=gen, dtype=torch.float64)
+    weight = torch.randn(4, 5, kernel, kernel, generator=gen, dtype=torch.float64)
+    bias = torch.randn(4, generator=gen, dtype=torch.float64)
+    if channels_last:
+        x, weight = (t.contiguous(memory_format=torch.channels_last) for t in (x, weight))
+    expected = F.conv2d(x, weight, bias, stride, padding)
+    got = matmul_conv(x, weight, bias, stride, padding)
+    torch.testing.assert_close(got, expected, rtol=1e-12, atol=1e-12)
+    assert got.is_contiguous(memory_format=torch.channels_last)
+
+
+def test_conv2d_runs_small_maps_as_matrix_products(monkeypatch) -> None:
+    """The UNets' Conv2d: same keys as nn.Conv2d; on a CPU without autograd, maps of at most 8x8 with at least
+    1e8 multiply-adds go through `matmul_conv` (the released 4x4 and 8x8 levels), others through oneDNN."""
+    with torch.no_grad():
+        assert use_matmul_conv(torch.empty(16, 1280, 4, 4), torch.empty(1280, 1280, 3, 3), 16)
+        assert use_matmul_conv(torch.empty(16, 1280, 8, 8), torch.empty(1280, 1280, 1, 1), 64)
+        assert not use_matmul_conv(torch.empty(16, 640, 16, 16), torch.empty(640, 640, 3, 3), 256)  # 16x16
+        assert not use_matmul_conv(torch.empty(16, 128, 8, 8), torch.empty(64, 128, 3, 3), 64)  # tiny's widest
+    assert not use_matmul_conv(torch.empty(16, 1280, 4, 4), torch.empty(1280, 1280, 3, 3), 16)  # autograd
+
+    torch.manual_seed(0)
+    conv = Conv2d(6, 4, 3, stride=2, padding=1).eval()
+    assert conv.state_dict().keys() == torch.nn.Conv2d(6, 4, 3).state_dict().keys()
+    x = torch.randn(2, 6, 7, 5)
+    expected = conv(x).detach()  # autograd on: oneDNN
+    calls = []
+    monkeypatch.setattr(unet_blocks, "MATMUL_CONV_MIN_MACS", 0)
+    monkeypatch.setattr(unet_blocks, "matmul_conv", lambda *a: calls.append(a[3:]) or matmul_conv(*a))
+    with torch.no_grad():
+        got = conv(x)
+    assert calls == [(2, 1)]  # stride, padding
     torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)

@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from codi.models.unet_blocks import GroupNorm32, ResBlock
+from codi.models.unet_blocks import Conv2d, GroupNorm32, ResBlock, conv2d
 
 FRAME_RATE = 4  # the official forward's default; selects frame_rate_embeds[:, 3]
 SHIFT_CHUNKS = 8  # channel chunks of the frame-shift block, chunk i moves i frames
@@ -195,14 +195,14 @@ class TemporalFeedForward(nn.Module):
         the channel LayerNorm reads channels-last rows (at the released sizes the GEGLU, the shift and the norm had
         taken half of this block's time)."""
         conv_in, norm, conv_out = self.proj_in[0], self.proj_out[0], self.proj_out[1]
-        h = F.conv2d(x, conv_in.weight[..., 0])  # [(B F), 2 inner, H, W]; 1x1x1 conv per frame
+        h = conv2d(x, conv_in.weight[..., 0])  # [(B F), 2 inner, H, W]; 1x1x1 conv per frame
         h = (
             token_shift(self.proj_in[1](h), num_frames)
             if torch.is_grad_enabled()
             else self._shifted_geglu(h, num_frames)
         )
         h = norm(h)  # [(B F), inner, H, W] in the parameter dtype
-        return F.conv2d(h.to(conv_out.weight.dtype), conv_out.weight[..., 0])  # [(B F), C, H, W]
+        return conv2d(h.to(conv_out.weight.dtype), conv_out.weight[..., 0])  # [(B F), C, H, W]
 
     @staticmethod
     def _shifted_geglu(h: Tensor, num_frames: int) -> Tensor:
@@ -228,7 +228,7 @@ class FrameShiftBlock(nn.Module):
 
     def __init__(self, dim: int) -> None:
         super().__init__()
-        self.out_layers = nn.Sequential(GroupNorm32(dim), nn.SiLU(), nn.Conv2d(dim, dim, 3, padding=1))
+        self.out_layers = nn.Sequential(GroupNorm32(dim), nn.SiLU(), Conv2d(dim, dim, 3, padding=1))
 
     def forward(self, x: Tensor, num_frames: int) -> Tensor:
         """Args: x [(B F), C, H, W]. Returns `x + frame_shift(conv(silu(norm(x))))`, [(B F), C, H, W].
@@ -253,7 +253,7 @@ class FrameShiftBlock(nn.Module):
             k = min(c, (num_frames - f0) * size)  # the chunks that frame f0 still moves into the clip
             part = frames[:, f0:f1].permute(0, 1, 3, 4, 2).reshape(-1, hh, ww, c).permute(0, 3, 1, 2)  # CL copy
             bias = None if conv.bias is None else conv.bias[:k]
-            y = F.conv2d(part, conv.weight[:k], bias, padding=1).view(b, f1 - f0, k, hh, ww)
+            y = conv2d(part, conv.weight[:k], bias, padding=1).view(b, f1 - f0, k, hh, ww)
             for i, lo in enumerate(range(0, k, size)):  # chunk i moves i frames forward
                 last = min(f1, num_frames - i)  # frames f0 .. last-1 land inside the clip
                 if last > f0:

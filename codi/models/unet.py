@@ -18,6 +18,7 @@ from torch import Tensor, nn
 
 from codi.models.temporal import ResBlockWithTemporal, SpatioTemporalAttention
 from codi.models.unet_blocks import (
+    Conv2d,
     Downsample,
     FCBlockMultiDim,
     GroupNorm32,
@@ -297,7 +298,7 @@ class UNet2D(_CoDiUNet):
     """Convolutional CoDi UNet for image/video latents (with STA blocks) and audio mel latents."""
 
     def _stem(self, out_ch: int, s: int) -> nn.Module:
-        return nn.Conv2d(self.config.input_channels, out_ch, 3, padding=1)
+        return Conv2d(self.config.input_channels, out_ch, 3, padding=1)
 
     def _res(self, in_ch: int, out_ch: int, s_in: int, s_out: int) -> nn.Module:
         res = ResBlock(in_ch, self.config.model_channels * 4, out_ch)
@@ -309,7 +310,7 @@ class UNet2D(_CoDiUNet):
         return Downsample(ch) if down else Upsample(ch)
 
     def _head(self, ch: int, s: int, out_ch: int) -> TimestepSequential:
-        return TimestepSequential([GroupNorm32(ch), nn.SiLU(), nn.Conv2d(ch, out_ch, 3, padding=1)])
+        return TimestepSequential([GroupNorm32(ch), nn.SiLU(), Conv2d(ch, out_ch, 3, padding=1)])
 
     def _features(self, x: Tensor) -> tuple[Tensor, int | None]:
         """[B, C, H, W] -> itself; [B, C, F, H, W] -> [(B F), C, H, W] and F."""

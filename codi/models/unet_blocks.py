@@ -57,6 +57,69 @@ class GroupNorm32(nn.GroupNorm):
         return F.group_norm(x.float(), self.num_groups, weight, bias, self.eps).to(x.dtype)
 
 
+MATMUL_CONV_MAX_PIXELS = 64  # output pixels (H W) up to which a CPU convolution runs as one matrix product
+MATMUL_CONV_MIN_MACS = 10**8  # multiply-adds below which gathering the patches costs more than it saves
+
+
+def use_matmul_conv(x: Tensor, weight: Tensor, out_pixels: int) -> bool:
+    """Whether `matmul_conv` should run a convolution of `x` with `weight` and `out_pixels` output pixels: on a
+    CPU without autograd, for maps of at most `MATMUL_CONV_MAX_PIXELS` (8x8) and at least `MATMUL_CONV_MIN_MACS`.
+    There oneDNN's convolutions spend most of their call re-laying out the kernel (the released UNets' 3x3
+    convolutions at 4x4 and 8x8: 1.4-5x slower than the matrix product below, in float32 and bfloat16); from
+    16x16 up they are the faster ones, and so they are for the tiny model's narrow layers (at most 7.5e7
+    multiply-adds: all four outputs 0.91x with them as products). GPUs keep cuDNN."""
+    if x.device.type != "cpu" or torch.is_grad_enabled() or out_pixels > MATMUL_CONV_MAX_PIXELS:
+        return False
+    return x.shape[0] * out_pixels * weight[0].numel() * weight.shape[0] >= MATMUL_CONV_MIN_MACS
+
+
+def matmul_conv(x: Tensor, weight: Tensor, bias: Tensor | None, stride: int = 1, padding: int = 0) -> Tensor:
+    """`F.conv2d(x, weight, bias, stride, padding)` as one matrix product: the patches gathered channels-last
+    (im2col) times the kernel viewed [O, kh kw C] (a view of a channels-last kernel, no copy).
+
+    Args:
+        x: [N, C, H, W]; weight: [O, C, kh, kw]; bias: [O] or None.
+    Returns:
+        [N, O, Ho, Wo], channels-last.
+    """
+    n, c = x.shape[:2]
+    o, _, kh, kw = weight.shape
+    if padding:
+        x = F.pad(x, (padding, padding, padding, padding))  # [N, C, H + 2p, W + 2p]
+    rows = x.permute(0, 2, 3, 1)  # [N, Hp, Wp, C]
+    ho, wo = (rows.shape[1] - kh) // stride + 1, (rows.shape[2] - kw) // stride + 1
+    taps = [
+        rows[:, i : i + stride * (ho - 1) + 1 : stride, j : j + stride * (wo - 1) + 1 : stride]  # [N, Ho, Wo, C]
+        for i in range(kh)
+        for j in range(kw)
+    ]
+    patches = taps[0] if len(taps) == 1 else torch.stack(taps, dim=3)  # [N, Ho, Wo, (kh kw), C]
+    kernel = weight.permute(0, 2, 3, 1).reshape(o, kh * kw * c)  # [O, (kh kw C)]
+    y = F.linear(patches.reshape(n * ho * wo, kh * kw * c), kernel, bias)  # [N Ho Wo, O]
+    return y.view(n, ho, wo, o).permute(0, 3, 1, 2)
+
+
+def conv2d(x: Tensor, weight: Tensor, bias: Tensor | None = None, stride: int = 1, padding: int = 0) -> Tensor:
+    """`F.conv2d` with square int stride and padding, as `matmul_conv` where `use_matmul_conv` says so."""
+    out_pixels = ((x.shape[2] + 2 * padding - weight.shape[2]) // stride + 1) * (
+        (x.shape[3] + 2 * padding - weight.shape[3]) // stride + 1
+    )
+    if use_matmul_conv(x, weight, out_pixels):
+        return matmul_conv(x, weight, bias, stride, padding)
+    return F.conv2d(x, weight, bias, stride, padding)
+
+
+class Conv2d(nn.Conv2d):
+    """nn.Conv2d (same parameters and keys) that runs through `conv2d`: a matrix product on small CPU maps."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        (stride, stride_w), (padding, padding_w) = self.stride, self.padding
+        plain = self.groups == 1 and self.dilation == (1, 1) and self.padding_mode == "zeros"
+        if not (plain and stride == stride_w and isinstance(padding, int) and padding == padding_w):
+            return super().forward(x)
+        return conv2d(x, self.weight, self.bias, stride, padding)
+
+
 class ResBlock(nn.Module):
     """Residual block with an additive timestep embedding (`kernel_size` 1 gives the text FCBlock)."""
 
@@ -64,17 +127,17 @@ class ResBlock(nn.Module):
         super().__init__()
         pad = kernel_size // 2
         self.in_layers = nn.Sequential(
-            GroupNorm32(channels), nn.SiLU(), nn.Conv2d(channels, out_channels, kernel_size, padding=pad)
+            GroupNorm32(channels), nn.SiLU(), Conv2d(channels, out_channels, kernel_size, padding=pad)
         )
         self.emb_layers = nn.Sequential(nn.SiLU(), nn.Linear(emb_channels, out_channels))
         self.out_layers = nn.Sequential(
             GroupNorm32(out_channels),
             nn.SiLU(),
             nn.Identity(),  # dropout 0 in the official model; keeps the index of `out_layers.3`
-            nn.Conv2d(out_channels, out_channels, kernel_size, padding=pad),
+            Conv2d(out_channels, out_channels, kernel_size, padding=pad),
         )
         same = out_channels == channels
-        self.skip_connection = nn.Identity() if same else nn.Conv2d(channels, out_channels, 1)
+        self.skip_connection = nn.Identity() if same else Conv2d(channels, out_channels, 1)
 
     def forward(self, x: Tensor, emb: Tensor) -> Tensor:
         """Args: x [N, C, H, W], emb [N, E]. Returns [N, C_out, H, W]."""
@@ -129,7 +192,7 @@ class Downsample(nn.Module):
 
     def __init__(self, channels: int) -> None:
         super().__init__()
-        self.op = nn.Conv2d(channels, channels, 3, stride=2, padding=1)
+        self.op = Conv2d(channels, channels, 3, stride=2, padding=1)
 
     def forward(self, x: Tensor) -> Tensor:
         return self.op(x)  # [N, C, H/2, W/2]
@@ -140,7 +203,7 @@ class Upsample(nn.Module):
 
     def __init__(self, channels: int) -> None:
         super().__init__()
-        self.conv = nn.Conv2d(channels, channels, 3, padding=1)
+        self.conv = Conv2d(channels, channels, 3, padding=1)
 
     def forward(self, x: Tensor) -> Tensor:
         """Args: x [N, C, H, W]. Returns [N, C, 2H, 2W]."""
@@ -198,7 +261,7 @@ def upsample_conv(x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
     grid = out.view(n, o, h, 2, w, 2)  # [N, O, H, a, W, b]
     for a in range(2):
         for b in range(2):
-            grid[:, :, :, a, :, b] = F.conv2d(padded[:, :, a : a + h + 1, b : b + w + 1], kernels[2 * a + b], bias)
+            grid[:, :, :, a, :, b] = conv2d(padded[:, :, a : a + h + 1, b : b + w + 1], kernels[2 * a + b], bias)
     return out
 
 
@@ -276,9 +339,9 @@ class SpatialTransformer(nn.Module):
         super().__init__()
         inner = heads * dim_head
         self.norm = nn.GroupNorm(GROUPS, channels, eps=1e-6)
-        self.proj_in = nn.Conv2d(channels, inner, 1)
+        self.proj_in = Conv2d(channels, inner, 1)
         self.transformer_blocks = nn.ModuleList([BasicTransformerBlock(inner, heads, dim_head, context_dim)])
-        self.proj_out = nn.Conv2d(inner, channels, 1)
+        self.proj_out = Conv2d(inner, channels, 1)
 
     def forward(self, x: Tensor, context: Tensor) -> Tensor:
         """Args: x [N, C, H, W], context [G N, M, Dc] (G conditions sharing x). Returns [G N, C, H, W]."""
