@@ -499,3 +499,7 @@ def test_conv2d_runs_small_maps_as_matrix_products(monkeypatch) -> None:
         got = conv(x)
     assert calls == [(2, 1)]  # stride, padding
     torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
+    same = Conv2d(6, 4, 3, padding="same").eval()  # string padding: torch's own call, no unpacking of it
+    with torch.no_grad():
+        torch.testing.assert_close(same(x), F.conv2d(x, same.weight, same.bias, padding="same"))
+    assert calls == [(2, 1)]

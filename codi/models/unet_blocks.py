@@ -113,11 +113,11 @@ class Conv2d(nn.Conv2d):
     """nn.Conv2d (same parameters and keys) that runs through `conv2d`: a matrix product on small CPU maps."""
 
     def forward(self, x: Tensor) -> Tensor:
-        (stride, stride_w), (padding, padding_w) = self.stride, self.padding
         plain = self.groups == 1 and self.dilation == (1, 1) and self.padding_mode == "zeros"
-        if not (plain and stride == stride_w and isinstance(padding, int) and padding == padding_w):
+        square = not isinstance(self.padding, str) and len({*self.stride}) == 1 and len({*self.padding}) == 1
+        if not (plain and square):  # string padding ('same'), rectangular strides or paddings: torch's own call
             return super().forward(x)
-        return conv2d(x, self.weight, self.bias, stride, padding)
+        return conv2d(x, self.weight, self.bias, self.stride[0], self.padding[0])
 
 
 class ResBlock(nn.Module):
