@@ -579,7 +579,12 @@ def auto_dtype(model: torch.nn.Module, device: torch.device) -> torch.dtype:
     CPUs and its range is short)."""
     if tensor_bytes(list(model.parameters()), torch.float32) < AUTO_FLOAT32_BYTES:
         return torch.float32
-    return torch.bfloat16 if device.type == "cpu" else torch.float16
+    return half_dtype(device)
+
+
+def half_dtype(device: torch.device | str) -> torch.dtype:
+    """The half precision 'auto' gives a big model on `device`: bfloat16 on a CPU, float16 elsewhere."""
+    return torch.bfloat16 if torch.device(device).type == "cpu" else torch.float16
 
 
 def _parse_dtype(dtype: torch.dtype | str | None) -> torch.dtype:

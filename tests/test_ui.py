@@ -270,6 +270,11 @@ def test_banner_says_which_model_and_problems(engine, tmp_path):
     missing = Engine.load("official", runs_dir=tmp_path, cache_dir=str(tmp_path / "hf"))
     assert missing.pipe is None and "hf download ZinengTang/CoDi" in missing.info.problem
     assert "not loaded" in banner_html(missing.info) and "hf download" in banner_html(missing.info)
+    assert missing.info.dtype == "float32"  # an explicit dtype is shown as asked
+    auto = Engine.load("official", dtype="auto", runs_dir=tmp_path, cache_dir=str(tmp_path / "hf"))
+    assert auto.pipe is None and auto.info.dtype == "bfloat16"  # 'auto' as it will resolve for the big model
+    assert 'not loaded</span> <span class="pill">cpu · bfloat16</span>' in banner_html(auto.info)
+    assert auto.load_args["dtype"] == "auto"  # the download then loads the way it was asked
     with pytest.raises(gr.Error, match="official CoDi weights"):
         generate(Studio(missing, tmp_path / "rec", DEFAULT_EXAMPLES), text="rain on a tin roof")
 

@@ -17,7 +17,7 @@ from codi.conditions import InputError
 from codi.config import SamplingDefaults
 from codi.hub import WeightsNotFoundError
 from codi.modality import ALL_MODALITIES
-from codi.pipeline import CoDiPipeline, GenerationResult
+from codi.pipeline import CoDiPipeline, GenerationResult, half_dtype
 from codi.results import save_result
 
 MODALITY_NAMES: tuple[str, ...] = tuple(m.value for m in ALL_MODALITIES)  # text, image, video, audio
@@ -178,6 +178,8 @@ class Engine:
         except WeightsNotFoundError as e:
             log.warning("official weights not loaded: %s", e)
             problem = str(e)
+            if model == "official" and dtype == "auto":  # the released model is big: 'auto' is half precision
+                dtype = str(half_dtype(device)).removeprefix("torch.")
             info = ModelInfo(model, "not loaded", PURPOSES.get(model, ""), device, dtype, problem=problem)
             return cls(None, info, runs_dir, keep_runs, load_args)
         return cls(pipe, model_info(pipe, model, device), runs_dir, keep_runs, load_args)

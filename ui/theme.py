@@ -92,14 +92,14 @@ def header_html() -> str:
 def banner_html(info: ModelInfo) -> str:
     """Which model is loaded and what it is for; amber for random weights, red when no model could be loaded."""
     name = html.escape(info.name)
-    if not info.available:
+    device = f'<span class="pill">{html.escape(info.device)} · {html.escape(info.dtype)}</span>'
+    if not info.available:  # the pill says where and in what precision it will load
         problem = html.escape(info.problem or "")
         first, _, rest = problem.partition("\n")
         return (
             f'<div class="model-banner error" id="model-banner"><b class="model-name">Model: {name}</b> '
-            f'<span class="pill">not loaded</span><br>{first}<pre>{rest.strip()}</pre></div>'
+            f'<span class="pill">not loaded</span> {device}<br>{first}<pre>{rest.strip()}</pre></div>'
         )
-    device = f'<span class="pill">{html.escape(info.device)} · {html.escape(info.dtype)}</span>'
     if info.random_weights:
         return (
             f'<div class="model-banner warn" id="model-banner"><b class="model-name">Model: {name}</b>{device}'
