@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import re
@@ -263,6 +264,15 @@ def _progress_bar(quiet: bool, label: str):
     return update, bar
 
 
+def _log_above(bar) -> contextlib.AbstractContextManager:
+    """While a progress bar shows, log lines (e.g. 'loaded unet_image ...') are written above it, not into it."""
+    if bar is None:
+        return contextlib.nullcontext()
+    from tqdm.contrib.logging import logging_redirect_tqdm
+
+    return logging_redirect_tqdm()
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "eval":
@@ -309,7 +319,8 @@ def generate(args: argparse.Namespace) -> int:
             folder = out / str(req["id"]) if args.batch else out
             update, bar = _progress_bar(args.quiet, str(req.get("id", "generate")))
             try:
-                result = run_request(pipe, req, folder, update)
+                with _log_above(bar):
+                    result = run_request(pipe, req, folder, update)
             except Exception as e:  # noqa: BLE001 (a batch records any failing line and goes on)
                 if not args.batch or isinstance(e, CorruptCheckpointError):
                     raise
@@ -319,10 +330,11 @@ def generate(args: argparse.Namespace) -> int:
             finally:
                 if bar is not None:
                     bar.close()
-            peak = result.model.get("peak_memory", {})
+            peak, t = result.model.get("peak_memory", {}), result.timings
+            loading = f" ({t['load_s']:.1f} s of it loading weights)" if t.get("load_s", 0) >= 0.1 else ""
             print(
-                f"{folder}: {', '.join(result.params['outputs'])} (seed {result.seed}, "
-                f"{result.timings['total_s']:.2f} s, peak {peak.get('bytes', 0) / 1e9:.2f} GB {peak.get('kind', '')})"
+                f"{folder}: {', '.join(result.params['outputs'])} (seed {result.seed}, {t['total_s']:.2f} s{loading}, "
+                f"peak {peak.get('bytes', 0) / 1e9:.2f} GB {peak.get('kind', '')})"
             )
             row = {"id": req.get("id"), "process": share.rank, "device": str(pipe.device), "seed": result.seed}
             row |= {"outputs": result.params["outputs"], "total_s": result.timings["total_s"]}

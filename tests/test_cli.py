@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -14,6 +15,7 @@ import soundfile as sf
 import torch
 from PIL import Image
 
+from codi import cli
 from codi.cli import main
 from codi.media import AudioClip, VideoClip, read_audio, read_video, write_audio, write_video
 from codi.model import CoDiModel
@@ -263,3 +265,23 @@ def test_importing_codi_first_puts_big_cpu_tensors_on_huge_pages(setting: str | 
     thp = Path("/sys/kernel/mm/transparent_hugepage/enabled")
     if thp.exists() and "[never]" not in thp.read_text() and int(huge_kb) >= 0:
         assert (int(huge_kb) >= 32 * 1024) == (setting is None)  # most of the 64 MB, or none of it
+
+
+def test_log_lines_are_written_above_the_progress_bar(capsys) -> None:
+    """A component loaded mid-bar logs 'loaded ...': the line clears the bar and ends on its own line, and the
+    console handler is the plain one again afterwards."""
+    handler = logging.StreamHandler(sys.stderr)  # what basicConfig gives the CLI, on the captured stderr
+    root = logging.getLogger()
+    root.addHandler(handler)
+    try:
+        update, bar = cli._progress_bar(False, "generate")
+        update(1, 4)
+        with cli._log_above(bar):
+            logging.getLogger("codi.residency").warning("loaded unet_image (3.55 GB) in 1.9 s")
+        bar.close()
+        assert handler in root.handlers
+    finally:
+        root.removeHandler(handler)
+    err = capsys.readouterr().err
+    assert "\rloaded unet_image (3.55 GB) in 1.9 s\n" in err  # not appended to "generate:  25%|..."
+    assert cli._progress_bar(True, "generate") == (None, None)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections import OrderedDict
 from pathlib import Path
 
@@ -78,6 +79,24 @@ def test_a_request_loads_only_its_components(files: list[Path]) -> None:
     again = pipe(inputs={"image": result.image}, outputs=["text"], steps=2, seed=1)
     assert again.model["components_loaded"] == ["clip_vision", "unet_text", "optimus_decoder"]
     assert set(again.model["components_resident"]) >= {"clip_text", "unet_image", "image_decoder"}
+
+
+def test_timings_separate_loading_from_sampling(files: list[Path], monkeypatch: pytest.MonkeyPatch) -> None:
+    """result.timings: `load_s` is the weights read during the call; `sample_s` is the denoising phase without the
+    UNet's loading (what a per-step figure divides). Each read is slowed by 0.25 s to make loading measurable."""
+    pipe = official(files, lazy=True)
+    read = pipe.components.source.read
+
+    def slow_read(*args, **kwargs):
+        time.sleep(0.25)
+        return read(*args, **kwargs)
+
+    monkeypatch.setattr(pipe.components.source, "read", slow_read)
+    first = pipe(inputs={"text": "a cat"}, outputs=["image"], steps=2, seed=1).timings
+    assert 0.75 <= first["load_s"] < first["total_s"]  # clip_text, unet_image, image_decoder
+    assert first["sample_s"] <= first["denoise_s"] - 0.25  # unet_image loaded as the denoising began
+    again = pipe(inputs={"text": "a cat"}, outputs=["image"], steps=2, seed=1).timings
+    assert again["load_s"] == 0 and again["sample_s"] == again["denoise_s"]
 
 
 def test_lazy_equals_eager_loading(files: list[Path]) -> None:
