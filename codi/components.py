@@ -28,6 +28,22 @@ COMPONENTS: dict[str, tuple[str, ...]] = {
     "unet_text": ("diffusion.unet_text.",),
 }
 
+# what a person reads for each component (e.g. "Loading the audio UNet")
+COMPONENT_LABELS: dict[str, str] = {
+    "clip_text": "CLIP text encoder",
+    "clip_vision": "CLIP image encoder",
+    "clap": "CLAP audio encoder",
+    "optimus_encoder": "Optimus text encoder",
+    "optimus_decoder": "Optimus text decoder",
+    "image_encoder": "image VAE encoder",
+    "image_decoder": "image VAE decoder",
+    "audio_encoder": "audio VAE encoder",
+    "audio_decoder": "audio VAE decoder and vocoder",
+    "unet_image": "image and video UNet",
+    "unet_audio": "audio UNet",
+    "unet_text": "text UNet",
+}
+
 ENCODER_FOR_INPUT: dict[Modality, str] = {
     Modality.TEXT: "clip_text",
     Modality.IMAGE: "clip_vision",

@@ -13,7 +13,7 @@ import logging
 import sys
 import time
 from collections import OrderedDict
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager, suppress
 from pathlib import Path
 
@@ -105,6 +105,7 @@ class ComponentManager:
         self.resident: OrderedDict[str, None] = OrderedDict()  # least recently used first
         self.loaded_log: list[str] = []  # components loaded since the last `take_loaded()`
         self.load_seconds = 0.0
+        self.on_load: Callable[[str, int], None] | None = None  # told (component, bytes) before each one is read
         if source is None:
             for name in self.keys:
                 self.resident[name] = None
@@ -186,6 +187,8 @@ class ComponentManager:
     def _load(self, name: str) -> None:
         if self.source is None:
             raise RuntimeError(f"component {name} was evicted and this model has no weight source to reload it")
+        if self.on_load is not None:
+            self.on_load(name, self.sizes[name])
         start = time.perf_counter()
         tensors = self.source.read(self.keys[name], self.storage_device, self.dtype)
         assign(self.model, tensors)  # sources cast kernels straight into channels-last (codi.weights.cast)

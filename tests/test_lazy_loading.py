@@ -14,6 +14,7 @@ from codi import cli
 from codi.hub import OFFICIAL_FILES
 from codi.loading import CheckpointKeyError, CorruptCheckpointError
 from codi.pipeline import CoDiPipeline, NotEnoughMemoryError
+from ui.engine import Cancelled, Engine, GenerationRequest, model_info
 
 EXTRA = {  # tensors of no component, as the released files carry
     "model_ema.decay": torch.tensor(0.9999),
@@ -97,6 +98,28 @@ def test_timings_separate_loading_from_sampling(files: list[Path], monkeypatch: 
     assert first["sample_s"] <= first["denoise_s"] - 0.25  # unet_image loaded as the denoising began
     again = pipe(inputs={"text": "a cat"}, outputs=["image"], steps=2, seed=1).timings
     assert again["load_s"] == 0 and again["sample_s"] == again["denoise_s"]
+
+
+def test_the_studio_is_told_what_loads_and_a_cancel_stops_before_reading(files: list[Path], tmp_path: Path) -> None:
+    """Engine.run's `loading` hears each part of the released model before it is read (name, bytes); a stop asked
+    for meanwhile ends the run before the next part is read, with nothing written; the hook is removed after."""
+    pipe = official(files, lazy=True)
+    engine = Engine(pipe, model_info(pipe, "official", "cpu"), tmp_path / "runs")
+    heard: list[tuple[str, int]] = []
+
+    def loading(name: str, size: int) -> None:
+        heard.append((name, size))
+        engine.request_stop("page")  # pressed while the text encoder is read
+
+    with pytest.raises(Cancelled):
+        engine.run(GenerationRequest(text="a cat", outputs=["image"], steps=2), session="page", loading=loading)
+    assert heard == [("clip_text", pipe.components.sizes["clip_text"])] and heard[0][1] > 0
+    assert not pipe.components.is_resident("unet_image") and not list((tmp_path / "runs").glob("*"))
+    assert pipe.components.on_load is None
+    heard.clear()
+    run = engine.run(GenerationRequest(text="a cat", outputs=["image"], steps=2), loading=lambda *a: heard.append(a))
+    assert [n for n, _ in heard] == ["unet_image", "image_decoder"]  # clip_text stayed loaded
+    assert run.output("image") is not None and pipe.components.on_load is None
 
 
 def test_lazy_equals_eager_loading(files: list[Path]) -> None:

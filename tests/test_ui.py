@@ -19,6 +19,7 @@ from ui.handlers import (
     RESULT_FIELDS,
     SHOWN_FIELDS,
     VIEW_FIELDS,
+    RunProgress,
     Studio,
     form_to_request,
     request_to_form,
@@ -170,6 +171,34 @@ def test_cancel_stops_between_steps(engine):
         engine.run(GenerationRequest(text="a red circle", steps=10, seed=1), progress, session="session-a")
     assert seen == [1, 2] and set(engine.runs_dir.iterdir()) == before  # stopped at step 3, nothing written
     assert not engine.request_stop("session-a")  # nothing left running
+
+
+def test_progress_names_what_loads_and_times_only_the_steps():
+    """The bar during a generation of the released model: its parts loading by name and size, then the time left
+    from the steps after the first (a 9 s load before step 1 is not sampling: 1 s per step, 48 steps left)."""
+    shown, now = [], [0.0]
+    status = RunProgress(lambda where, desc, unit="steps": shown.append((where, desc)), clock=lambda: now[0])
+    status.loading("unet_image", 3_550_000_000)
+    now[0] = 10.0
+    status.step(1, 50)
+    now[0] = 11.0
+    status.step(2, 50)
+    now[0] = 59.0
+    status.step(49, 50)
+    status.step(50, 50)
+    status.loading("image_decoder", 96_000_000)
+    assert shown == [
+        (0, "Encoding inputs"),
+        (0, "Loading the image and video UNet (3.5 GB)"),
+        ((1, 50), "Denoising"),
+        ((2, 50), "Denoising · about 48 s left"),
+        ((49, 50), "Denoising · about 1 s left"),
+        ((50, 50), "Decoding"),
+        ((50, 50), "Loading the image VAE decoder (96.0 MB)"),
+    ]
+    now[0] = 159.0
+    status.step(3, 50)  # (159 - 10) / 2 s a step: minutes
+    assert shown[-1] == ((3, 50), "Denoising · about 58 min left")
 
 
 def test_recording_roundtrip_regenerates_identically(studio):

@@ -135,6 +135,7 @@ class Run:
 
 
 ProgressFn = Callable[[int, int], None]
+LoadingFn = Callable[[str, int], None]  # (component, bytes) before a component's weights are read
 DownloadProgressFn = Callable[[int, int, str], None]  # (bytes done, bytes in all, file)
 
 
@@ -272,13 +273,21 @@ class Engine:
         event.set()
         return True
 
-    def run(self, request: GenerationRequest, progress: ProgressFn | None = None, session: str = "") -> Run:
+    def run(
+        self,
+        request: GenerationRequest,
+        progress: ProgressFn | None = None,
+        session: str = "",
+        loading: LoadingFn | None = None,
+    ) -> Run:
         """Generates `request` into a new run folder.
 
         Args:
             request: the inputs, outputs and settings.
             progress: called with (steps done, total steps) after each sampler step.
             session: an id under which `request_stop` can cancel this run.
+            loading: called with (component, bytes) before a component not yet in memory is loaded (the released
+                model loads each part on first use: seconds each).
         Returns:
             the Run (outputs written with `codi.results.save_result`, inputs copied, request.json with the seed used).
         Raises:
@@ -296,9 +305,18 @@ class Engine:
             if progress is not None:
                 progress(done, total)
 
+        def on_load(name: str, size: int) -> None:
+            if stop.is_set():  # cancelled before a part is read: do not read it
+                raise Cancelled("generation cancelled")
+            if loading is not None:
+                loading(name, size)
+
+        components = self.pipe.components
+        components.on_load = on_load  # one generation at a time (the app's queue runs one)
         try:
             result = self.pipe(**request.pipeline_kwargs(), progress=on_step)
         finally:
+            components.on_load = None
             with self._lock:
                 if self._stops.get(session) is stop:
                     del self._stops[session]

@@ -17,6 +17,7 @@ from typing import Any
 import gradio as gr
 from PIL import Image
 
+from codi.components import COMPONENT_LABELS
 from codi.conditions import InputError
 from codi.hub import WeightsNotFoundError, format_size
 from codi.loading import CorruptCheckpointError
@@ -29,6 +30,41 @@ from ui.theme import banner_html
 from ui.thumbnails import with_caption
 
 log = logging.getLogger(__name__)
+
+
+def time_left(seconds: float) -> str:
+    """' · about 40 s left', or in minutes from 90 s on."""
+    return f" · about {seconds:.0f} s left" if seconds < 90 else f" · about {seconds / 60:.0f} min left"
+
+
+class RunProgress:
+    """What the progress bar says during a generation: which part is loading (the released model reads each on
+    first use, seconds to minutes), the sampler's steps with the time left, decoding. The time left comes from the
+    steps after the first, so that encoding and loading (before the first step ends) do not count as sampling."""
+
+    def __init__(self, progress: Callable[..., Any], clock: Callable[[], float] = time.perf_counter) -> None:
+        self.progress, self.clock = progress, clock
+        self.done, self.total, self.first_step_at = 0, 0, 0.0
+        progress(0, desc="Encoding inputs")
+
+    def loading(self, component: str, size: int) -> None:
+        where = (self.done, self.total) if self.total else 0
+        label = COMPONENT_LABELS.get(component, component)
+        self.progress(where, desc=f"Loading the {label} ({format_size(size)})", unit="steps")
+
+    def step(self, done: int, total: int) -> None:
+        now = self.clock()
+        if done == 1:
+            self.first_step_at = now
+        self.done, self.total = done, total
+        if done == total:
+            desc = "Decoding"
+        elif done == 1:
+            desc = "Denoising"
+        else:
+            desc = "Denoising" + time_left((now - self.first_step_at) / (done - 1) * (total - done))
+        self.progress((done, total), desc=desc, unit="steps")
+
 
 # Order of the form components (create_demo wires them in this order; the API takes these names).
 FORM_FIELDS = (
@@ -252,17 +288,10 @@ class Studio:
         if not req.outputs:
             raise gr.Error("Tick at least one output (text, image, video or audio).", title="Nothing to generate")
         session = getattr(request, "session_hash", None) or ""
-        progress(0, desc="Encoding inputs")
-        start = time.perf_counter()
-
-        def on_step(done: int, total: int) -> None:
-            rate = (time.perf_counter() - start) / done
-            desc = "Decoding" if done == total else f"Denoising · about {rate * (total - done):.0f} s left"
-            progress((done, total), desc=desc, unit="steps")
-
+        status = RunProgress(progress)
         with user_errors("generate"):
             try:
-                run = self.engine.run(req, on_step, session=session)
+                run = self.engine.run(req, status.step, session=session, loading=status.loading)
             except Cancelled:
                 gr.Warning("Generation cancelled; nothing was changed.")
                 return [gr.skip() for _ in RESULT_FIELDS]
@@ -356,8 +385,7 @@ class Studio:
             seconds = time.perf_counter() - start
             desc = f"Downloading {Path(filename).name}: {format_size(done)} of {format_size(total)}"
             if done and seconds > 3:
-                left = (total - done) * seconds / done
-                desc += f" · about {left:.0f} s left" if left < 90 else f" · about {left / 60:.0f} min left"
+                desc += time_left((total - done) * seconds / done)
             progress(done / max(total, 1), desc=desc)
 
         progress(0, desc="Asking the Hugging Face Hub")
