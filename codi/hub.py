@@ -37,6 +37,9 @@ OFFICIAL_FILES = (
     "CoDi_video_diffuser_8frames.pth",
 )
 FP16_FOLDER = "checkpoints_fp16"
+# codi.rehearsal writes this into the repository folder of a cache it made (random weights in the released
+# layout): its files differ from the released ones by a few bytes of pickle, which is no sign of a broken download
+REHEARSAL_MARKER = ".codi-rehearsal.json"
 PRECISIONS = ("fp16", "fp32")
 PROBE_TIMEOUT_S = 3.0  # how long the Hub gets to accept a TCP connection before we call it unreachable
 
@@ -246,6 +249,10 @@ def _not_cached_message(
 
 
 def _warn_if_incomplete(cached: dict[str, Path]) -> None:
+    rehearsal = next((f for p in cached.values() for f in p.parents if (f / REHEARSAL_MARKER).is_file()), None)
+    if rehearsal is not None:
+        log.info("%s is a rehearsal (codi.rehearsal): random weights in the released files' layout", rehearsal)
+        return
     for name, path in cached.items():
         found = "fp16" if path.parent.name == FP16_FOLDER else "fp32"
         num_bytes = path.stat().st_size

@@ -38,14 +38,14 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from codi.hub import FP16_FOLDER, OFFICIAL_FILES, OFFICIAL_REPO
+from codi.hub import FP16_FOLDER, OFFICIAL_FILES, OFFICIAL_REPO, REHEARSAL_MARKER
 from codi.sampling import NoiseSchedule
 
 log = logging.getLogger(__name__)
 
 GENERATOR_VERSION = 1  # bump when the values or the layout written for the same inputs change
 KEY_TABLE_NAME = "official_state_dict_keys.tsv"
-MARKER_NAME = ".codi-rehearsal.json"  # written last, inside the repo folder: the cache is complete
+MARKER_NAME = REHEARSAL_MARKER  # written last, inside the repo folder: the cache is complete
 STARTED_NAME = ".codi-rehearsal.started"  # written first: the repo folder is ours, possibly half written
 
 KeyRow = tuple[str, tuple[int, ...], str]  # (official key, shape, "float32" | "int64")
