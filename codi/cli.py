@@ -257,6 +257,9 @@ def _progress_bar(quiet: bool, label: str):
     bar = tqdm(total=0, desc=label, unit="step", leave=False)
 
     def update(done: int, total: int) -> None:
+        if done == 1:  # rate and time left from here: encoding and loading weights before the first step are not steps
+            bar.reset(total)
+            bar.initial = 1
         bar.total = total
         bar.n = done
         bar.refresh()

@@ -7,6 +7,7 @@ import logging
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -267,9 +268,9 @@ def test_importing_codi_first_puts_big_cpu_tensors_on_huge_pages(setting: str | 
         assert (int(huge_kb) >= 32 * 1024) == (setting is None)  # most of the 64 MB, or none of it
 
 
-def test_log_lines_are_written_above_the_progress_bar(capsys) -> None:
+def test_the_progress_bar_keeps_log_lines_apart_and_times_only_steps(capsys) -> None:
     """A component loaded mid-bar logs 'loaded ...': the line clears the bar and ends on its own line, and the
-    console handler is the plain one again afterwards."""
+    console handler is the plain one again afterwards. The bar's rate (so its time left) starts at the first step."""
     handler = logging.StreamHandler(sys.stderr)  # what basicConfig gives the CLI, on the captured stderr
     root = logging.getLogger()
     root.addHandler(handler)
@@ -284,4 +285,11 @@ def test_log_lines_are_written_above_the_progress_bar(capsys) -> None:
         root.removeHandler(handler)
     err = capsys.readouterr().err
     assert "\rloaded unet_image (3.55 GB) in 1.9 s\n" in err  # not appended to "generate:  25%|..."
+    update, bar = cli._progress_bar(False, "generate")
+    time.sleep(0.3)  # encoding and loading: not a step
+    update(1, 50)
+    update(2, 50)
+    meter = bar.format_dict
+    assert meter["initial"] == 1 and meter["elapsed"] < 0.25  # the rate counts the steps after the first only
+    bar.close()
     assert cli._progress_bar(True, "generate") == (None, None)
