@@ -24,6 +24,7 @@ from codi.models.optimus import (
     OptimusVAE,
     clean_up_tokenization,
     detokenize,
+    draw,
 )
 from codi.text_postprocess import postprocess_text, remove_adjacent_duplicate_words, remove_repeated_ngrams
 
@@ -185,3 +186,18 @@ def test_postprocess_text() -> None:
     assert remove_repeated_ngrams("e.g. the U.S. is big") == "e.g. the U.S. is big"
     assert postprocess_text("Feeling Feeling Feeling talented  gaps") == "Feeling talented gaps"
     assert postprocess_text("") == ""
+
+
+def test_draw_is_torch_multinomial_on_the_generators_device() -> None:
+    """On one device `draw` is torch.multinomial itself (the official sampler's token stream is kept); without a
+    generator it uses the global RNG. The case it exists for, CUDA probabilities with the pipeline's CPU generator
+    (which torch.multinomial refuses), runs in tests/test_cuda.py."""
+    probs = torch.rand(4, 50, generator=torch.Generator().manual_seed(0)).softmax(-1)  # [4, V]
+    ours = draw(probs, torch.Generator().manual_seed(5))
+    assert ours.shape == (4, 1) and torch.equal(
+        ours, torch.multinomial(probs, 1, generator=torch.Generator().manual_seed(5))
+    )
+    torch.manual_seed(9)
+    first = draw(probs[0], None)
+    torch.manual_seed(9)
+    assert first.shape == (1,) and torch.equal(first, torch.multinomial(probs[0], 1))

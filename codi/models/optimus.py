@@ -129,6 +129,15 @@ class OptimusPosterior:
     pooled: Tensor  # [B, hidden]
 
 
+def draw(probs: Tensor, generator: torch.Generator | None) -> Tensor:
+    """`torch.multinomial(probs, 1, generator=generator)` with the draw made on the generator's device: torch refuses
+    a CPU generator for CUDA probabilities, and the pipeline's seeded generators are CPU ones (the same seed gives
+    the same tokens from the same probabilities on any device). [..., V] -> [..., 1] on probs' device."""
+    if generator is not None and generator.device != probs.device:
+        return torch.multinomial(probs.to(generator.device), 1, generator=generator).to(probs.device)
+    return torch.multinomial(probs, 1, generator=generator)
+
+
 @functools.cache
 def bert_tokenizer() -> BertTokenizer:
     """The encoder's BERT-base-cased WordPiece tokenizer (case kept; CoDi lower-cases the text itself)."""
@@ -314,7 +323,7 @@ class OptimusVAE(nn.Module):
         for _ in range(max_length - 1):
             hidden, cache = self.decoder.hidden(step, z, cache)  # [B, 1, E]
             logits = self.decoder.lm_head(hidden[:, -1]).float() / temperature  # [B, V]
-            step = torch.multinomial(logits.softmax(-1), 1, generator=generator)  # [B, 1]
+            step = draw(logits.softmax(-1), generator)  # [B, 1]
             step = step.masked_fill(done[:, None], EOS_ID)  # [B, 1]
             rows.append(step)
             done |= step[:, 0] == EOS_ID
@@ -341,7 +350,7 @@ class OptimusVAE(nn.Module):
             seq = torch.full((1, 1), BOS_ID, dtype=torch.long, device=zi.device)  # [1, T]
             while True:
                 logits = self.decoder_logits(seq, zi)[0, -1].float() / temperature  # [V]
-                token = torch.multinomial(logits.softmax(-1), 1, generator=generator)  # [1]
+                token = draw(logits.softmax(-1), generator)  # [1]
                 seq = torch.cat([seq, token[None]], dim=1)  # [1, T+1]
                 if token.item() == EOS_ID:
                     break
