@@ -312,11 +312,11 @@ class Engine:
                 loading(name, size)
 
         components = self.pipe.components
-        components.on_load = on_load  # one generation at a time (the app's queue runs one)
+        caller_hook, components.on_load = components.on_load, on_load  # one generation at a time (the app's queue)
         try:
             result = self.pipe(**request.pipeline_kwargs(), progress=on_step)
         finally:
-            components.on_load = None
+            components.on_load = caller_hook
             with self._lock:
                 if self._stops.get(session) is stop:
                     del self._stops[session]
