@@ -8,14 +8,19 @@ import json
 import logging
 import re
 import sys
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from codi.components import COMPONENT_LABELS
 from codi.conditions import InputError
 from codi.evaluate import TASK_NAMES
 from codi.media import MediaError
 from codi.pipeline import CoDiPipeline, GenerationResult
 from codi.results import save_result
+
+if TYPE_CHECKING:
+    from codi.residency import ComponentManager
 
 BATCH_KEYS = {
     "id",
@@ -258,6 +263,7 @@ def _progress_bar(quiet: bool, label: str):
 
     def update(done: int, total: int) -> None:
         if done == 1:  # rate and time left from here: encoding and loading weights before the first step are not steps
+            bar.set_description_str(label, refresh=False)  # after "loading the ..." (`_console`)
             bar.reset(total)
             bar.initial = 1
         bar.total = total
@@ -267,13 +273,28 @@ def _progress_bar(quiet: bool, label: str):
     return update, bar
 
 
-def _log_above(bar) -> contextlib.AbstractContextManager:
-    """While a progress bar shows, log lines (e.g. 'loaded unet_image ...') are written above it, not into it."""
+@contextlib.contextmanager
+def _console(bar, components: ComponentManager) -> Iterator[None]:
+    """While a progress bar shows: it names the part of the model being read (the released model loads each on
+    first use, seconds each), and log lines (e.g. 'loaded unet_image ...') are written above it, not into it."""
     if bar is None:
-        return contextlib.nullcontext()
+        yield
+        return
     from tqdm.contrib.logging import logging_redirect_tqdm
 
-    return logging_redirect_tqdm()
+    from codi.hub import format_size
+
+    label = bar.desc
+
+    def on_load(name: str, size: int) -> None:
+        bar.set_description_str(f"{label}: loading the {COMPONENT_LABELS.get(name, name)} ({format_size(size)})")
+
+    caller_hook, components.on_load = components.on_load, on_load
+    try:
+        with logging_redirect_tqdm():
+            yield
+    finally:
+        components.on_load = caller_hook
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -322,7 +343,7 @@ def generate(args: argparse.Namespace) -> int:
             folder = out / str(req["id"]) if args.batch else out
             update, bar = _progress_bar(args.quiet, str(req.get("id", "generate")))
             try:
-                with _log_above(bar):
+                with _console(bar, pipe.components):
                     result = run_request(pipe, req, folder, update)
             except Exception as e:  # noqa: BLE001 (a batch records any failing line and goes on)
                 if not args.batch or isinstance(e, CorruptCheckpointError):

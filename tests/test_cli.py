@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 import time
+import types
 from pathlib import Path
 
 import numpy as np
@@ -269,18 +270,23 @@ def test_importing_codi_first_puts_big_cpu_tensors_on_huge_pages(setting: str | 
 
 
 def test_the_progress_bar_keeps_log_lines_apart_and_times_only_steps(capsys) -> None:
-    """A component loaded mid-bar logs 'loaded ...': the line clears the bar and ends on its own line, and the
-    console handler is the plain one again afterwards. The bar's rate (so its time left) starts at the first step."""
+    """While a part of the model is read the bar names it; the 'loaded ...' line then clears the bar and ends on its
+    own line, and the console handler and the hook are the plain ones again afterwards. The bar's rate (so its time
+    left) starts at the first step."""
     handler = logging.StreamHandler(sys.stderr)  # what basicConfig gives the CLI, on the captured stderr
     root = logging.getLogger()
     root.addHandler(handler)
     try:
         update, bar = cli._progress_bar(False, "generate")
-        update(1, 4)
-        with cli._log_above(bar):
+        components = types.SimpleNamespace(on_load=None)  # what _console hooks on the pipeline's ComponentManager
+        with cli._console(bar, components):
+            components.on_load("unet_image", 3_550_000_000)
+            assert bar.desc == "generate: loading the image and video UNet (3.5 GB)"
             logging.getLogger("codi.residency").warning("loaded unet_image (3.55 GB) in 1.9 s")
+            update(1, 4)
+            assert bar.desc == "generate"  # sampling: the bar's own label again
         bar.close()
-        assert handler in root.handlers
+        assert handler in root.handlers and components.on_load is None
     finally:
         root.removeHandler(handler)
     err = capsys.readouterr().err
