@@ -11,15 +11,16 @@
 set -uo pipefail
 cd "$(dirname "$0")/.."
 out=${OUT:-/tmp/codi-gpu}
+py=${PYTHON:-python3}  # the interpreter with torch (the image's python3)
 mkdir -p "$out"
 wheels=${GPU_WHEELS:-.whl}
 if ls "$wheels"/*.whl >/dev/null 2>&1; then
-  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site "$wheels"/*.whl \
+  "$py" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site "$wheels"/*.whl \
     || { echo "installing the carried wheels failed" | tee "$out/env.txt"; exit 1; }
   export PYTHONPATH=/tmp/site${PYTHONPATH:+:$PYTHONPATH}
 fi
 [ -d .gpu-shared ] && export CODI_SHARED=${CODI_SHARED:-$PWD/.gpu-shared}
-if ! python3 -c "import imageio_ffmpeg" 2>/dev/null; then
+if ! "$py" -c "import imageio_ffmpeg" 2>/dev/null; then
   stub=/tmp/codi-ffmpeg-stub
   mkdir -p "$stub/imageio_ffmpeg"
   printf '#!/bin/sh\n# no ffmpeg on this machine: take the frames, leave an empty file\ncat >/dev/null\nfor a; do last=$a; done\n: > "$last"\n' > "$stub/ffmpeg"
@@ -29,9 +30,9 @@ if ! python3 -c "import imageio_ffmpeg" 2>/dev/null; then
   echo "no imageio-ffmpeg here: video files are not encoded (stand-in at $stub)" >> "$out/env.txt"
 fi
 { nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader 2>&1 || true
-  python3 -c "import torch, transformers, diffusers, huggingface_hub as h; print('torch', torch.__version__, 'cuda', torch.cuda.is_available(), '| transformers', transformers.__version__, '| diffusers', diffusers.__version__, '| hub', h.__version__)"
+  "$py" -c "import torch, transformers, diffusers, huggingface_hub as h; print('torch', torch.__version__, 'cuda', torch.cuda.is_available(), '| transformers', transformers.__version__, '| diffusers', diffusers.__version__, '| hub', h.__version__)"
 } 2>&1 | tee -a "$out/env.txt"
-timeout 150 python3 -m pytest -q -p no:cacheprovider tests/test_cuda.py 2>&1 | tee "$out/test_cuda.txt"
-timeout "${GPU_BENCH_S:-420}" python3 bench/official_gpu.py --json "$out/gpu.json" ${GPU_BENCH_ARGS:-} 2>&1 \
+timeout 150 "$py" -m pytest -q -p no:cacheprovider tests/test_cuda.py 2>&1 | tee "$out/test_cuda.txt"
+timeout "${GPU_BENCH_S:-420}" "$py" bench/official_gpu.py --json "$out/gpu.json" ${GPU_BENCH_ARGS:-} 2>&1 \
   | tee "$out/gpu.txt"
 echo "bench exit: $?" | tee -a "$out/gpu.txt"

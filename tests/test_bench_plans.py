@@ -32,6 +32,7 @@ def test_the_gpu_session_script_runs_its_steps_and_keeps_their_output(tmp_path) 
     tests skip and the benchmark says there is no GPU, and each step's output is in $OUT with the benchmark's exit."""
     (tmp_path / "wheels").mkdir()
     env = {**os.environ, "OUT": str(tmp_path / "out"), "GPU_WHEELS": str(tmp_path / "wheels"), "GPU_BENCH_S": "120"}
+    env["PYTHON"] = sys.executable
     proc = subprocess.run(["bash", str(REPO / "bench" / "gpu_check.sh")], env=env, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
     out = tmp_path / "out"
