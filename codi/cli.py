@@ -289,12 +289,8 @@ def _console(bar, components: ComponentManager) -> Iterator[None]:
     def on_load(name: str, size: int) -> None:
         bar.set_description_str(f"{label}: loading the {COMPONENT_LABELS.get(name, name)} ({format_size(size)})")
 
-    caller_hook, components.on_load = components.on_load, on_load
-    try:
-        with logging_redirect_tqdm():
-            yield
-    finally:
-        components.on_load = caller_hook
+    with components.reporting_loads(on_load), logging_redirect_tqdm():
+        yield
 
 
 def main(argv: list[str] | None = None) -> int:

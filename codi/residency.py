@@ -140,6 +140,16 @@ class ComponentManager:
                 for name in names:
                     self._move(name, self.storage_device)
 
+    @contextmanager
+    def reporting_loads(self, on_load: Callable[[str, int], None]) -> Iterator[None]:
+        """Within the block, `on_load(component, bytes)` is called before each component is read; the hook that was
+        set before (a caller's, or None) is back afterwards."""
+        previous, self.on_load = self.on_load, on_load
+        try:
+            yield
+        finally:
+            self.on_load = previous
+
     def load_all(self, names: Iterable[str] | None = None) -> None:
         """Materialises every component (or `names`), e.g. to save the whole model."""
         for name in names or list(self.keys):

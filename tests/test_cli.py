@@ -8,7 +8,6 @@ import os
 import subprocess
 import sys
 import time
-import types
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +21,7 @@ from codi.cli import main
 from codi.media import AudioClip, VideoClip, read_audio, read_video, write_audio, write_video
 from codi.model import CoDiModel
 from codi.presets import save_folder
+from codi.residency import ComponentManager
 from codi.tiny import tiny_config
 from codi.world import render_audio, render_image, render_video, sample_scene
 
@@ -278,7 +278,7 @@ def test_the_progress_bar_keeps_log_lines_apart_and_times_only_steps(capsys) -> 
     root.addHandler(handler)
     try:
         update, bar = cli._progress_bar(False, "generate")
-        components = types.SimpleNamespace(on_load=None)  # what _console hooks on the pipeline's ComponentManager
+        components = ComponentManager(torch.nn.Module(), None)  # what _console hooks: the pipeline's (here empty)
         with cli._console(bar, components):
             components.on_load("unet_image", 3_550_000_000)
             assert bar.desc == "generate: loading the image and video UNet (3.5 GB)"

@@ -311,12 +311,10 @@ class Engine:
             if loading is not None:
                 loading(name, size)
 
-        components = self.pipe.components
-        caller_hook, components.on_load = components.on_load, on_load  # one generation at a time (the app's queue)
         try:
-            result = self.pipe(**request.pipeline_kwargs(), progress=on_step)
+            with self.pipe.components.reporting_loads(on_load):  # one generation at a time (the app's queue)
+                result = self.pipe(**request.pipeline_kwargs(), progress=on_step)
         finally:
-            components.on_load = caller_hook
             with self._lock:
                 if self._stops.get(session) is stop:
                     del self._stops[session]
